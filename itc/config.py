@@ -1,0 +1,257 @@
+"""Pipelines as data: YAML/JSON <-> Python objects, validated at the edge.
+
+Components (strategies, scorers) are picked by their `type` name from a `Registry`. The
+registry is an ordinary object (built-ins plus any installed plugins exposing the
+`itc.components` entry point), passed where it is needed: there is no global table.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Literal
+
+import networkx as nx
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from itc.strategies.base import Component, Strategy, StrategyNode
+from itc.types import Budget
+
+
+class ConfigError(ValueError):
+    """An invalid config; the message names every bad path and what was expected there."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"invalid config {source}:\n{lines}")
+
+
+class Registry:
+    """Maps `type` names to component classes."""
+
+    def __init__(self, components: Iterable[type[Component]] = ()) -> None:
+        self._classes: dict[str, type[Component]] = {}
+        for component in components:
+            self.register(component)
+
+    def register(self, component: type[Component]) -> type[Component]:
+        name = component.model_fields["type"].default
+        if not isinstance(name, str):
+            raise TypeError(f"{component.__name__} needs a default `type` name")
+        self._classes[name] = component
+        return component
+
+    def names(self, kind: type[Component] = Component) -> list[str]:
+        return sorted(n for n, c in self._classes.items() if issubclass(c, kind))
+
+    def lookup(self, name: Any, expected: type[Component], where: str) -> type[Component]:
+        known = self.names(expected)
+        if not isinstance(name, str):
+            raise ConfigError("", [f"{where}.type: missing; expected one of {known}"])
+        component = self._classes.get(name)
+        if component is None or not issubclass(component, expected):
+            raise ConfigError(
+                "", [f"{where}.type: unknown {expected.kind} {name!r}; expected one of {known}"]
+            )
+        return component
+
+    @classmethod
+    def default(cls) -> Registry:
+        """Built-in components plus plugins registered under the `itc.components` entry point."""
+        from itc.components import BUILTIN_COMPONENTS
+
+        registry = cls(BUILTIN_COMPONENTS)
+        for entry in entry_points(group="itc.components"):
+            registry.register(entry.load())
+        return registry
+
+
+def _component_slot(annotation: Any) -> tuple[type[Component], bool] | None:
+    """If a field holds components, return (their base class, whether it is a sequence)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _component_slot(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _component_slot(arg)
+            if found:
+                return found
+        return None
+    if origin in (tuple, list):
+        inner = _component_slot(typing.get_args(annotation)[0])
+        return (inner[0], True) if inner else None
+    if isinstance(annotation, type) and issubclass(annotation, Component):
+        return annotation, False
+    return None
+
+
+def build_component(
+    data: Any, expected: type[Component], registry: Registry, where: str
+) -> Component:
+    """Validate a component from plain data, choosing classes by `type` all the way down."""
+    if isinstance(data, expected):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError("", [f"{where}: expected a mapping with a 'type', got {data!r:.80}"])
+    component = registry.lookup(data.get("type"), expected, where)
+    values = dict(data)
+    problems: list[str] = []
+    for name, field in component.model_fields.items():
+        slot = _component_slot(field.annotation)
+        if slot is None or values.get(name) is None:
+            continue
+        base, many = slot
+        try:
+            if many:
+                values[name] = [
+                    build_component(item, base, registry, f"{where}.{name}[{i}]")
+                    for i, item in enumerate(values[name])
+                ]
+            else:
+                values[name] = build_component(values[name], base, registry, f"{where}.{name}")
+        except ConfigError as error:
+            problems.extend(error.problems)
+    if problems:
+        raise ConfigError("", problems)
+    try:
+        return component.model_validate(values)
+    except ValidationError as error:
+        raise ConfigError("", _describe(error, where)) from None
+
+
+def _describe(error: ValidationError, where: str) -> list[str]:
+    lines = []
+    for item in error.errors():
+        path = ".".join([where, *(str(p) for p in item["loc"])]) if where else ".".join(
+            str(p) for p in item["loc"]
+        )
+        got = item.get("input")
+        shown = "" if isinstance(got, Mapping) else f" (got {got!r:.60})"
+        lines.append(f"{path or '<root>'}: {item['msg']}{shown}")
+    return lines
+
+
+class PipelineConfig(BaseModel):
+    """A graph of named strategy nodes; edges come from each node's `inputs`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "pipeline"
+    nodes: dict[str, StrategyNode] = Field(min_length=1)
+    output: str | None = None
+    budget: Budget = Budget()
+    answer: Literal["math", "text"] = "math"
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _valid_graph(self) -> PipelineConfig:
+        for name, node in self.nodes.items():
+            for parent in node.inputs:
+                if parent not in self.nodes:
+                    raise ValueError(
+                        f"nodes.{name}.inputs: unknown node {parent!r}; "
+                        f"known nodes are {sorted(self.nodes)}"
+                    )
+        graph = self.graph()
+        if not nx.is_directed_acyclic_graph(graph):
+            cycle = " -> ".join(a for a, _ in nx.find_cycle(graph))
+            raise ValueError(f"nodes: the inputs form a cycle ({cycle})")
+        if self.output is not None and self.output not in self.nodes:
+            raise ValueError(f"output: unknown node {self.output!r}")
+        sinks = [n for n in graph if graph.out_degree(n) == 0]
+        if self.output is None and len(sinks) != 1:
+            raise ValueError(f"output: several final nodes {sinks}; name the one to answer with")
+        return self
+
+    def graph(self) -> nx.DiGraph:
+        graph = nx.DiGraph()
+        graph.add_nodes_from(self.nodes)
+        graph.add_edges_from((p, n) for n, node in self.nodes.items() for p in node.inputs)
+        return graph
+
+    @property
+    def output_node(self) -> str:
+        if self.output is not None:
+            return self.output
+        graph = self.graph()
+        return next(n for n in graph if graph.out_degree(n) == 0)
+
+    @classmethod
+    def single(cls, node: Strategy, name: str = "pipeline", **fields: Any) -> PipelineConfig:
+        return cls(name=name, nodes={"main": node}, **fields)
+
+    def to_data(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_data(), sort_keys=False)
+
+    def fingerprint(self) -> str:
+        """Stable hash of the config, used to key results and resume runs."""
+        import hashlib
+
+        canonical = json.dumps(self.to_data(), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def parse_pipeline(
+    data: Any, registry: Registry | None = None, source: str = "<data>"
+) -> PipelineConfig:
+    """Validate plain data (from YAML, JSON or Python) into a pipeline.
+
+    A mapping with a top-level `type` is a single node, wrapped as a one-node pipeline.
+    """
+    registry = registry or Registry.default()
+    try:
+        if not isinstance(data, Mapping):
+            raise ConfigError("", [f"<root>: expected a mapping, got {type(data).__name__}"])
+        data = dict(data)
+        if "type" in data:
+            pipeline_fields = {k: data.pop(k) for k in ("name", "budget", "answer") if k in data}
+            data = {**pipeline_fields, "nodes": {"main": data}}
+        nodes = data.get("nodes")
+        if not isinstance(nodes, Mapping) or not nodes:
+            raise ConfigError("", ["nodes: expected a mapping of node names to nodes"])
+        problems: list[str] = []
+        built: dict[str, Component] = {}
+        for name, node in nodes.items():
+            try:
+                built[name] = build_component(node, Strategy, registry, f"nodes.{name}")
+            except ConfigError as error:
+                problems.extend(error.problems)
+        if problems:
+            raise ConfigError("", problems)
+        try:
+            return PipelineConfig.model_validate({**data, "nodes": built})
+        except ValidationError as error:
+            raise ConfigError("", _describe(error, "")) from None
+    except ConfigError as error:
+        raise ConfigError(source, error.problems) from None
+
+
+def load_pipeline(path: str | Path, registry: Registry | None = None) -> PipelineConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(str(path), [f"cannot read: {error.strerror}"]) from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
+        raise ConfigError(str(path), [f"not valid {path.suffix[1:] or 'YAML'}: {error}"]) from None
+    return parse_pipeline(data, registry, source=str(path))
+
+
+def save_pipeline(pipeline: PipelineConfig, path: str | Path) -> None:
+    path = Path(path)
+    if path.suffix == ".json":
+        path.write_text(json.dumps(pipeline.to_data(), indent=2) + "\n")
+    else:
+        path.write_text(pipeline.to_yaml())

@@ -1,0 +1,145 @@
+"""The handle a strategy gets: the only way it can reach an LLM.
+
+Every call goes through `NodeContext.generate`, which admits it against the problem's hard
+budget, waits for a slot under the run's global in-flight limit, sends it, charges what the
+server reports (or what it streamed before a cancellation), and records a trace event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from itc.backends.base import Backend, GenerationRequest, GenerationResult, StreamProgress
+from itc.planner.budget import BudgetExhausted, Ledger
+from itc.planner.trace import CallEvent, Trace
+from itc.types import Problem, Usage
+from itc.verifiers.math import MathGrader
+
+T = TypeVar("T")
+
+
+@dataclass
+class Runtime:
+    """What one run shares across all its problems: the server, the in-flight limit, the
+    grader's process pool. Owned by the planner; nothing here is global."""
+
+    backend: Backend
+    max_in_flight: int = 32
+    grader: MathGrader = field(default_factory=MathGrader)
+
+    def __post_init__(self) -> None:
+        self.slots = asyncio.Semaphore(self.max_in_flight)
+        self._context_limit: int | None = None
+
+    async def context_limit(self) -> int:
+        if self._context_limit is None:
+            self._context_limit = await self.backend.max_model_len()
+        return self._context_limit
+
+
+@dataclass
+class NodeContext:
+    problem: Problem
+    runtime: Runtime
+    ledger: Ledger
+    trace: Trace
+    path: str = ""
+    rollout: int = 0
+
+    def child(self, name: str, rollout: int | None = None) -> NodeContext:
+        """A context for a nested node; `rollout` tells repeated runs apart (seeds, cache)."""
+        path = f"{self.path}/{name}" if self.path else name
+        return NodeContext(
+            self.problem,
+            self.runtime,
+            self.ledger,
+            self.trace,
+            path,
+            self.rollout if rollout is None else rollout,
+        )
+
+    @property
+    def grader(self) -> MathGrader:
+        return self.runtime.grader
+
+    def seed_for(self, seed: int | None) -> int | None:
+        """Distinct, reproducible seeds for repeated rollouts of the same node."""
+        return None if seed is None else (seed + 1_000_003 * self.rollout) % 2**31
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        backend = self.runtime.backend
+        prompt_tokens = await backend.count_prompt_tokens(request)
+        room = await self.runtime.context_limit() - prompt_tokens
+        if room < (1 if request.max_tokens else 0):
+            raise BudgetExhausted("context", f"prompt of {prompt_tokens} tokens fills the context")
+        wanted = min(request.max_tokens, room)
+        try:
+            reservation = self.ledger.reserve(
+                prompt_tokens=prompt_tokens, n=request.n, max_tokens=wanted
+            )
+        except BudgetExhausted as refusal:
+            self.trace.record(
+                CallEvent(node=self.path, status="refused", n=request.n, detail=str(refusal))
+            )
+            raise
+        if reservation.max_tokens != request.max_tokens:
+            request = request.model_copy(update={"max_tokens": reservation.max_tokens})
+        progress = StreamProgress()
+        started = time.monotonic()
+        event = CallEvent(
+            node=self.path,
+            status="clipped" if reservation.clipped else "ok",
+            n=request.n,
+            max_tokens=request.max_tokens,
+            started=started - self.ledger.started,
+        )
+        spent = Usage()
+        try:
+            async with self.runtime.slots:
+                result = await self._within_deadline(backend.generate(request, progress))
+        except BaseException as failure:
+            # The server may have worked on it: charge what it streamed, plus the prompt.
+            sent = progress.attempts > 0
+            spent = Usage(
+                prompt_tokens=max(progress.prompt_tokens, prompt_tokens if sent else 0),
+                completion_tokens=progress.completion_tokens,
+                calls=1 if sent else 0,
+            )
+            event.status = "cancelled" if isinstance(failure, asyncio.CancelledError) else "error"
+            event.detail = f"{type(failure).__name__}: {failure}"[:500]
+            raise
+        else:
+            spent = Usage(
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                calls=1,
+            )
+            event.finish_reasons = [c.finish_reason for c in result.choices]
+            return result
+        finally:
+            spent.wall_time = time.monotonic() - started
+            event.prompt_tokens = spent.prompt_tokens
+            event.completion_tokens = spent.completion_tokens
+            event.latency = spent.wall_time
+            self.ledger.settle(reservation, spent.model_copy(update={"wall_time": 0.0}))
+            self.trace.record(event)
+
+    async def _within_deadline(self, call: Awaitable[T]) -> T:
+        left = self.ledger.time_left()
+        if left is None:
+            return await call
+        try:
+            async with asyncio.timeout(left):
+                return await call
+        except TimeoutError as timeout:
+            raise BudgetExhausted("wall_time", "the call was cut at the deadline") from timeout
+
+    async def gather_settled(
+        self, jobs: Sequence[Callable[[], Awaitable[T]]]
+    ) -> list[T | BaseException]:
+        """Run sibling jobs together; a refused or failed sibling does not sink the rest."""
+        return await asyncio.gather(*(job() for job in jobs), return_exceptions=True)

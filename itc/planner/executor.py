@@ -1,0 +1,120 @@
+"""Runs a pipeline graph over many problems at once.
+
+Problems run concurrently; inside a problem, every node starts as soon as its parents are
+done, so independent branches overlap. All LLM calls share the runtime's in-flight limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+import networkx as nx
+from pydantic import BaseModel, Field
+
+from itc.config import PipelineConfig
+from itc.planner.budget import BudgetExhausted, Ledger
+from itc.planner.context import NodeContext, Runtime
+from itc.planner.trace import Trace
+from itc.types import Budget, Candidate, Problem, Usage
+from itc.verifiers.math import extract_answer
+
+
+class ProblemResult(BaseModel):
+    problem_id: str
+    answer: str | None
+    text: str | None
+    candidates: list[Candidate] = Field(default_factory=list)
+    usage: Usage
+    budget_exhausted: str | None = None
+    error: str | None = None
+    trace: Trace
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Planner:
+    """Owns the runtime; `run` one problem or `run_many` with a result callback."""
+
+    def __init__(self, runtime: Runtime, max_problems_in_flight: int = 16) -> None:
+        self.runtime = runtime
+        self.max_problems_in_flight = max_problems_in_flight
+
+    async def run(
+        self, pipeline: PipelineConfig, problem: Problem, budget: Budget | None = None
+    ) -> ProblemResult:
+        ledger = Ledger(budget or pipeline.budget)
+        trace = Trace(problem_id=problem.id)
+        root = NodeContext(problem, self.runtime, ledger, trace)
+        started = time.monotonic()
+        exhausted = error = None
+        candidates: list[Candidate] = []
+        try:
+            candidates = await self._run_graph(pipeline, root)
+        except BudgetExhausted as refusal:
+            exhausted = refusal.limit
+        except Exception as failure:  # one broken problem must not sink a whole run
+            error = f"{type(failure).__name__}: {failure}"
+        best = candidates[0] if candidates else None
+        answer = None
+        if best is not None:
+            answer = best.answer
+            if answer is None and pipeline.answer == "math":
+                answer = extract_answer(best.text)
+            elif answer is None:
+                answer = best.text.strip()
+        usage = ledger.spent.model_copy(update={"wall_time": time.monotonic() - started})
+        return ProblemResult(
+            problem_id=problem.id,
+            answer=answer,
+            text=best.text if best else None,
+            candidates=candidates,
+            usage=usage,
+            budget_exhausted=exhausted,
+            error=error,
+            trace=trace,
+        )
+
+    async def _run_graph(self, pipeline: PipelineConfig, root: NodeContext) -> list[Candidate]:
+        graph = pipeline.graph()
+        outputs: dict[str, asyncio.Task[list[Candidate]]] = {}
+
+        async def run_node(name: str) -> list[Candidate]:
+            parents = [outputs[p] for p in graph.predecessors(name)]
+            inputs = [c for batch in await asyncio.gather(*parents) for c in batch]
+            return await pipeline.nodes[name].run(root.child(name), inputs)
+
+        for name in nx.topological_sort(graph):
+            outputs[name] = asyncio.create_task(run_node(name))
+        try:
+            # Every node is awaited, so a failing branch surfaces its own error, not a group.
+            await asyncio.gather(*outputs.values())
+        finally:
+            for task in outputs.values():
+                task.cancel()
+            await asyncio.gather(*outputs.values(), return_exceptions=True)
+        return outputs[pipeline.output_node].result()
+
+    async def run_many(
+        self,
+        pipeline: PipelineConfig,
+        problems: Iterable[Problem],
+        budget: Budget | None = None,
+        on_result: Callable[[ProblemResult], Awaitable[None] | None] | None = None,
+    ) -> list[ProblemResult]:
+        """Results in input order; `on_result` sees each as soon as it finishes."""
+        gate = asyncio.Semaphore(self.max_problems_in_flight)
+
+        async def one(problem: Problem) -> ProblemResult:
+            async with gate:
+                result = await self.run(pipeline, problem, budget)
+            if on_result is not None:
+                maybe = on_result(result)
+                if maybe is not None:
+                    await maybe
+            return result
+
+        return list(await asyncio.gather(*(one(p) for p in problems)))

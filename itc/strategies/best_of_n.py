@@ -1,0 +1,42 @@
+"""Best-of-N: score every candidate, keep the best."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from itc.planner.context import NodeContext
+from itc.strategies.base import ScorerNode, Strategy, StrategyNode
+from itc.strategies.generate import Generate
+from itc.types import Candidate
+from itc.verifiers.self_certainty import SelfCertainty
+
+
+class BestOfN(Strategy):
+    """Ranks its pipeline inputs plus whatever `inner` proposes, by `scorer`.
+
+    With no `inner` it is a pure ranker over its graph inputs (generate -> rank).
+    """
+
+    type: Literal["best_of_n"] = "best_of_n"
+    inner: StrategyNode | None = Generate(n=4)
+    scorer: ScorerNode = SelfCertainty()
+    keep: int = Field(default=1, ge=1)
+
+    def max_outputs(self) -> int:
+        return self.keep
+
+    async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:
+        candidates = list(inputs)
+        if self.inner is not None:
+            candidates += await self.inner.run(ctx.child("inner"), [])
+        if not candidates:
+            return []
+        scores = await self.scorer.score(ctx.child("scorer"), candidates)
+        ranked = sorted(
+            (c.with_score(self.scorer.type, s) for c, s in zip(candidates, scores, strict=True)),
+            key=lambda c: c.scores[self.scorer.type],
+            reverse=True,
+        )
+        return ranked[: self.keep]

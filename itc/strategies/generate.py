@@ -1,0 +1,58 @@
+"""Sampling: the leaf of every pipeline."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from itc.backends.base import GenerationRequest
+from itc.planner.context import NodeContext
+from itc.strategies.base import Strategy, render_messages
+from itc.types import Candidate
+
+
+class Generate(Strategy):
+    """`n` samples in one request, so the server prefills the shared prompt once."""
+
+    type: Literal["generate"] = "generate"
+    n: int = Field(default=1, ge=1, le=256)
+    temperature: float = Field(default=0.7, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=512, ge=1)
+    seed: int | None = 0
+    stop: tuple[str, ...] = ()
+    system: str | None = None
+    template: str = "{question}"
+    top_logprobs: int = Field(default=0, ge=0, le=20)
+
+    def max_outputs(self) -> int:
+        return self.n
+
+    def request(self, ctx: NodeContext) -> GenerationRequest:
+        return GenerationRequest(
+            messages=render_messages(ctx.problem, self.template, self.system),
+            n=self.n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_tokens,
+            seed=ctx.seed_for(self.seed),
+            stop=self.stop,
+            top_logprobs=self.top_logprobs,
+        )
+
+    async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:
+        result = await ctx.generate(self.request(ctx))
+        return [
+            Candidate(
+                text=choice.text,
+                node=ctx.path,
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=choice.completion_tokens,
+                token_logprobs=choice.token_logprobs,
+                finish_reason=choice.finish_reason,
+                stop_reason=choice.stop_reason,
+                metadata={"rollout": ctx.rollout, "index": choice.index},
+            )
+            for choice in result.choices
+        ]

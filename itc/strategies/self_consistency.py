@@ -1,0 +1,139 @@
+"""Self-consistency: sample several solutions, answer with the most common final answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from itc.planner.budget import BudgetExhausted
+from itc.planner.context import NodeContext
+from itc.strategies.base import ScorerNode, Strategy, StrategyNode
+from itc.strategies.generate import Generate
+from itc.types import Candidate
+from itc.verifiers.math import extract_answer
+
+
+class EarlyStop(BaseModel):
+    """When to stop sampling and cancel what is still in flight.
+
+    The vote always stops once the leader cannot be overtaken by the votes still to come;
+    `agreement` also stops it once the leader holds that share of at least `min_votes`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_votes: int = Field(default=3, ge=1)
+    agreement: float | None = Field(default=None, gt=0.5, le=1.0)
+
+
+class Tally:
+    """Vote arithmetic, kept apart from the async plumbing so it can be tested alone."""
+
+    def __init__(self) -> None:
+        self.weight: dict[str, float] = defaultdict(float)
+        self.members: dict[str, list[Candidate]] = defaultdict(list)
+        self.votes = 0
+
+    def add(self, key: str | None, candidate: Candidate, weight: float) -> None:
+        self.votes += 1
+        if key is None:
+            return
+        self.weight[key] += weight
+        self.members[key].append(candidate)
+
+    def standings(self) -> list[tuple[str, float]]:
+        # Ties go to the answer seen first, which keeps the result reproducible.
+        order = {key: i for i, key in enumerate(self.members)}
+        return sorted(self.weight.items(), key=lambda kv: (-kv[1], order[kv[0]]))
+
+    def decided(self, remaining_weight: float, rule: EarlyStop) -> bool:
+        standings = self.standings()
+        if not standings or self.votes < rule.min_votes:
+            return False
+        leader = standings[0][1]
+        runner_up = standings[1][1] if len(standings) > 1 else 0.0
+        if leader > runner_up + remaining_weight:
+            return True
+        total = sum(w for _, w in standings)
+        return rule.agreement is not None and total > 0 and leader / total >= rule.agreement
+
+
+class SelfConsistency(Strategy):
+    """Votes over the final answers of its inputs plus `repeats` runs of `inner`.
+
+    With `scorer` the vote is weighted by its scores; with `early_stop` the runs still in
+    flight are cancelled as soon as the outcome is settled.
+    """
+
+    type: Literal["self_consistency"] = "self_consistency"
+    inner: StrategyNode | None = Generate(n=8)
+    repeats: int = Field(default=1, ge=1)
+    answer: Literal["math", "text"] = "math"
+    scorer: ScorerNode | None = None
+    early_stop: EarlyStop | None = None
+
+    def max_outputs(self) -> int | None:
+        return None
+
+    async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:
+        tally = Tally()
+        await self._count(ctx, tally, inputs)
+        if self.inner is not None:
+            await self._sample(ctx, tally)
+        return self._ranked(tally)
+
+    async def _count(self, ctx: NodeContext, tally: Tally, candidates: list[Candidate]) -> None:
+        if not candidates:
+            return
+        weights = [1.0] * len(candidates)
+        if self.scorer is not None:
+            weights = await self.scorer.score(ctx.child("scorer"), candidates)
+        for candidate, weight in zip(candidates, weights, strict=True):
+            raw = extract_answer(candidate.text) if self.answer == "math" else candidate.text
+            key = None
+            if raw is not None:
+                key = await ctx.grader.canonical_key(raw) if self.answer == "math" else raw.strip()
+            tally.add(key, candidate.model_copy(update={"answer": raw}), weight)
+
+    async def _sample(self, ctx: NodeContext, tally: Tally) -> None:
+        assert self.inner is not None
+        inner = self.inner
+        per_run = inner.max_outputs()
+
+        async def one_run(rollout: int) -> None:
+            run_ctx = ctx.child("inner", rollout=ctx.rollout * self.repeats + rollout)
+            await self._count(ctx, tally, await inner.run(run_ctx, []))
+
+        pending = {asyncio.create_task(one_run(i)) for i in range(self.repeats)}
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    error = task.exception()
+                    if error is not None and not isinstance(error, BudgetExhausted):
+                        raise error
+                if self.early_stop is not None and per_run is not None:
+                    if tally.decided(len(pending) * per_run * 1.0, self.early_stop):
+                        break
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if tally.votes == 0:
+            raise BudgetExhausted("tokens", "no sample fit in the budget")
+
+    def _ranked(self, tally: Tally) -> list[Candidate]:
+        total = sum(w for _, w in tally.standings()) or 1.0
+        ranked = []
+        for key, weight in tally.standings():
+            members = tally.members[key]
+            best = max(members, key=lambda c: c.mean_logprob or float("-inf"))
+            ranked.append(
+                best.with_score("vote_share", weight / total).model_copy(
+                    update={"lineage": tuple(c.id for c in members)}
+                )
+            )
+        return ranked

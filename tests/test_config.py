@@ -1,0 +1,106 @@
+"""Config as data: round trips and one clear error per bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from itc.config import ConfigError, PipelineConfig, load_pipeline, parse_pipeline, save_pipeline
+from itc.strategies.best_of_n import BestOfN
+from itc.strategies.generate import Generate
+from itc.strategies.self_consistency import EarlyStop, SelfConsistency
+from itc.types import Budget
+from itc.verifiers.judge import LLMJudge
+
+NESTED = PipelineConfig(
+    name="sc-over-bon",
+    nodes={
+        "main": SelfConsistency(
+            inner=BestOfN(inner=Generate(n=4, temperature=0.9), scorer=LLMJudge()),
+            repeats=3,
+            early_stop=EarlyStop(min_votes=2),
+        )
+    },
+    budget=Budget(tokens=5000, calls=40),
+)
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_round_trip_through_files(tmp_path, suffix: str) -> None:
+    path = tmp_path / f"pipeline{suffix}"
+    save_pipeline(NESTED, path)
+    loaded = load_pipeline(path)
+    assert loaded == NESTED
+    assert isinstance(loaded.nodes["main"].inner.scorer, LLMJudge)  # type: ignore[attr-defined]
+    assert loaded.fingerprint() == NESTED.fingerprint()
+
+
+def test_single_node_shorthand_and_graph() -> None:
+    single = parse_pipeline({"type": "generate", "n": 3, "budget": {"tokens": 10}})
+    assert single.nodes["main"] == Generate(n=3) and single.budget.tokens == 10
+    graph = parse_pipeline(
+        {
+            "nodes": {
+                "gen": {"type": "generate", "n": 8},
+                "rank": {"type": "best_of_n", "inner": None, "inputs": ["gen"], "keep": 3},
+                "vote": {"type": "self_consistency", "inner": None, "inputs": ["rank"]},
+            }
+        }
+    )
+    assert graph.output_node == "vote"
+
+
+def test_errors_name_the_path_and_expectation(tmp_path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "nodes:\n  main:\n    type: self_consistency\n    inner:\n      type: generate\n"
+        "      n: -2\n    scorer: {type: nope}\n"
+    )
+    with pytest.raises(ConfigError) as error:
+        load_pipeline(path)
+    message = str(error.value)
+    assert str(path) in message
+    assert "nodes.main.inner.n: Input should be greater than or equal to 1 (got -2)" in message
+    assert "nodes.main.scorer.type: unknown scorer 'nope'" in message
+    assert "llm_judge" in message
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"nodes": {"a": {"type": "generate", "inputs": ["b"]}}}, "unknown node 'b'"),
+        (
+            {
+                "nodes": {
+                    "a": {"type": "best_of_n", "inputs": ["b"]},
+                    "b": {"type": "best_of_n", "inputs": ["a"]},
+                }
+            },
+            "cycle",
+        ),
+        ({"nodes": {"a": {"type": "generate"}, "b": {"type": "generate"}}}, "several final"),
+        ({"nodes": {"a": {"type": "generate", "temprature": 1}}}, "nodes.a.temprature: Extra"),
+        ({"nodes": {"a": {"type": "generate"}}, "budget": {"tokens": 0}}, "budget.tokens"),
+        ({"nodes": {"a": {"n": 2}}}, "nodes.a.type: missing"),
+        ([1, 2], "expected a mapping"),
+    ],
+)
+def test_invalid_pipelines(data, expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_pipeline(data)
+    assert expected in str(error.value)
+
+
+def test_unreadable_and_malformed_files(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_pipeline(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid json"):
+        load_pipeline(bad)
+
+
+def test_yaml_is_plain_data() -> None:
+    data = json.loads(json.dumps(NESTED.to_data()))
+    assert data["nodes"]["main"]["inner"]["scorer"]["type"] == "llm_judge"
