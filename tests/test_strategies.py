@@ -113,7 +113,9 @@ async def test_graph_pipeline_generate_rank_vote_and_traces() -> None:
     planner = Planner(Runtime(backend=backend))
     problems = [PROBLEM, Problem(id="p2", prompt="again ?")]
     seen: list[str] = []
-    results = await planner.run_many(pipeline, problems, on_result=lambda r: seen.append(r.problem_id))
+    results = await planner.run_many(
+        pipeline, problems, on_result=lambda r: seen.append(r.problem_id)
+    )
     assert [r.problem_id for r in results] == ["p1", "p2"] and sorted(seen) == ["p1", "p2"]
     assert results[0].answer == "4"
     nodes = results[0].trace.by_node()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -108,6 +109,8 @@ class StreamProgress:
     completion_tokens: int = 0
     attempts: int = 0
     events: list[str] = field(default_factory=list)
+    prefilled: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the server has produced a first token, i.e. the prompt is in its KV cache."""
 
 
 class BackendError(RuntimeError):

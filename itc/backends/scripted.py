@@ -50,6 +50,7 @@ class ScriptedBackend:
         self.requests.append(request)
         prompt_tokens = await self.count_prompt_tokens(request)
         progress.prompt_tokens = prompt_tokens
+        progress.prefilled.set()
         choices = []
         try:
             for index in range(request.n):

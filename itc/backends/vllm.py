@@ -214,6 +214,7 @@ class VLLMBackend:
             for raw in chunk.get("choices") or []:
                 builder = builders[raw["index"]]
                 builder.add(raw, chat=request.messages is not None)
+                progress.prefilled.set()
             usage = chunk.get("usage")
             if usage:
                 prompt_tokens = int(usage.get("prompt_tokens") or 0)
@@ -223,6 +224,7 @@ class VLLMBackend:
             progress.completion_tokens = charged_before + max(
                 completion_tokens, sum(b.tokens for b in builders)
             )
+        progress.prefilled.set()
         if not final_usage:
             raise _Retryable(f"stream from {path} ended without a final usage chunk")
         progress.completion_tokens = charged_before + completion_tokens

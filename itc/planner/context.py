@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -31,9 +32,37 @@ class Runtime:
     max_in_flight: int = 32
     grader: MathGrader = field(default_factory=MathGrader)
 
+    warm_prefixes: bool = True
+
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.max_in_flight)
         self._context_limit: int | None = None
+        self._prefilling: dict[str, asyncio.Event] = {}
+
+    @asynccontextmanager
+    async def prefix_turn(
+        self, request: GenerationRequest, progress: StreamProgress
+    ) -> AsyncIterator[None]:
+        """Fork/join prefix warming, with no extra call: a request whose exact prompt is
+        already being prefilled by a sibling waits until that sibling's first token (its
+        prompt is then in the KV cache) so the server reuses it instead of prefilling twice.
+        """
+        if not self.warm_prefixes:
+            yield
+            return
+        key = request.prompt if request.prompt is not None else repr(request.messages)
+        leader = self._prefilling.get(key)
+        if leader is not None:
+            await leader.wait()
+            yield
+            return
+        self._prefilling[key] = progress.prefilled
+        try:
+            yield
+        finally:
+            progress.prefilled.set()
+            if self._prefilling.get(key) is progress.prefilled:
+                del self._prefilling[key]
 
     async def context_limit(self) -> int:
         if self._context_limit is None:
@@ -99,7 +128,7 @@ class NodeContext:
         )
         spent = Usage()
         try:
-            async with self.runtime.slots:
+            async with self.runtime.prefix_turn(request, progress), self.runtime.slots:
                 result = await self._within_deadline(backend.generate(request, progress))
         except BaseException as failure:
             # The server may have worked on it: charge what it streamed, plus the prompt.

