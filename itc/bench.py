@@ -7,6 +7,7 @@ command skips what is already there, so a crash or a dead server loses nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -21,10 +22,11 @@ from rich.table import Table
 
 from itc.backends.base import Backend
 from itc.config import PipelineConfig
-from itc.datasets import Dataset
+from itc.datasets import Dataset, exact_match
 from itc.planner.context import Runtime
 from itc.planner.executor import Planner, ProblemResult
 from itc.types import Problem
+from itc.verifiers.code import run_humaneval
 from itc.verifiers.math import MathGrader, extract_answer
 
 
@@ -41,6 +43,7 @@ class Summary(BaseModel):
     wall_time: float
     errors: int
     budget_exhausted: int
+    results_file: str = ""
 
 
 def run_key(pipeline: PipelineConfig, dataset: str, problem_id: str, seed: int) -> str:
@@ -88,13 +91,13 @@ async def run_benchmark(
     """Run each pipeline over the dataset in turn (so wall times compare side by side)."""
     console = console or Console(stderr=True)
     summaries = []
-    with MathGrader() as grader:
+    async with MathGrader() as grader:
         runtime = Runtime(backend=backend, max_in_flight=max_in_flight, grader=grader)
         planner = Planner(runtime, max_problems_in_flight=max_problems_in_flight)
         for pipeline in pipelines:
             results = ResultsFile(output_dir / f"{pipeline.name}-{pipeline.fingerprint()}.jsonl")
             summaries.append(
-                await _run_one(pipeline, dataset, planner, results, seed, grader, console)
+                await _run_one(pipeline, dataset, planner, results, seed, Grading(grader), console)
             )
     return summaries
 
@@ -105,7 +108,7 @@ async def _run_one(
     planner: Planner,
     results: ResultsFile,
     seed: int,
-    grader: MathGrader,
+    grade: Grading,
     console: Console,
 ) -> Summary:
     done = {row["key"]: row for row in results.rows()}
@@ -128,7 +131,7 @@ async def _run_one(
 
         async def record(result: ProblemResult) -> None:
             problem = by_id[result.problem_id]
-            row = await _row(pipeline, dataset, problem, result, seed, grader)
+            row = await _row(pipeline, dataset, problem, result, seed, grade)
             results.append(row)
             rows.append(row)
             tokens = sum(
@@ -143,7 +146,31 @@ async def _run_one(
 
         by_id = {p.id: p for p in todo}
         await planner.run_many(pipeline, todo, on_result=record)
-    return summarize(pipeline, dataset.name, rows, time.monotonic() - started)
+    summary = summarize(pipeline, dataset.name, rows, time.monotonic() - started)
+    return summary.model_copy(update={"results_file": str(results.path)})
+
+
+class Grading:
+    """Grades answers the way each dataset asks, sharing one math process pool and
+    capping how many code sandboxes run at once."""
+
+    def __init__(self, math: MathGrader, sandboxes: int = 2) -> None:
+        self.math = math
+        self._sandboxes = asyncio.Semaphore(sandboxes)
+
+    async def __call__(
+        self, dataset: Dataset, problem: Problem, answer: str | None, text: str | None
+    ) -> bool | None:
+        if dataset.grader == "humaneval":
+            if text is None:
+                return False
+            async with self._sandboxes:
+                return (await run_humaneval(problem, text)).passed
+        if problem.answer is None:
+            return None
+        if dataset.grader == "exact":
+            return exact_match(problem.answer, answer or text or "")
+        return answer is not None and await self.math.is_equivalent(problem.answer, answer)
 
 
 async def _row(
@@ -152,21 +179,22 @@ async def _row(
     problem: Problem,
     result: ProblemResult,
     seed: int,
-    grader: MathGrader,
+    grade: Grading,
 ) -> dict[str, Any]:
-    correct = False
-    if problem.answer is not None and result.answer is not None:
-        correct = await grader.is_equivalent(problem.answer, result.answer)
+    correct = await grade(dataset, problem, result.answer, result.text)
     candidates = []
     for candidate in result.candidates:
         answer = candidate.answer
-        if answer is None:
+        if answer is None and pipeline.answer == "math":
             answer = extract_answer(candidate.text)
-        right = None
-        if problem.answer is not None:
-            right = answer is not None and await grader.is_equivalent(problem.answer, answer)
-        candidates.append({"answer": answer, "correct": right, "scores": candidate.scores,
-                           "completion_tokens": candidate.completion_tokens})
+        candidates.append(
+            {
+                "answer": answer,
+                "correct": await grade(dataset, problem, answer, candidate.text),
+                "scores": candidate.scores,
+                "completion_tokens": candidate.completion_tokens,
+            }
+        )
     return {
         "key": run_key(pipeline, dataset.name, problem.id, seed),
         "config": pipeline.name,
@@ -176,7 +204,7 @@ async def _row(
         "seed": seed,
         "gold": problem.answer,
         "answer": result.answer,
-        "correct": correct,
+        "correct": bool(correct),
         "usage": result.usage.model_dump(),
         "budget_exhausted": result.budget_exhausted,
         "error": result.error,

@@ -134,26 +134,62 @@ def run(
 @app.command()
 def bench(
     configs: Annotated[list[Path], typer.Argument(help="One or more pipeline files.")],
-    dataset: Annotated[str, typer.Option(help="Dataset name (gsm8k) or a .jsonl path.")] = "gsm8k",
+    dataset: Annotated[
+        str, typer.Option(help="gsm8k, aime2025, math500, humaneval, parallelqa, synthetic, "
+                          "or a .jsonl/.json path.")
+    ] = "gsm8k",
     limit: Annotated[int | None, typer.Option(help="Only the first N problems.")] = None,
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option(help="PATH=V1,V2 or PATH=1..64 (powers of two); one run per value, "
+                     "e.g. main.inner.n=1..16. Repeatable: the cartesian product."),
+    ] = None,
+    field: Annotated[
+        list[str] | None, typer.Option(help="File field mapping: question=q, answer=a, id=uid.")
+    ] = None,
+    data_path: Annotated[Path | None, typer.Option(help="File for math500 / parallelqa.")] = None,
+    difficulty: Annotated[int | None, typer.Option(help="synthetic: 1..5.")] = None,
+    count: Annotated[int | None, typer.Option(help="synthetic: how many problems.")] = None,
     base_url: BaseUrl = None,
     model: Model = None,
     output_dir: Annotated[Path, typer.Option(help="Results (JSONL, resumable).")] = Path("runs"),
     seed: Annotated[int, typer.Option(help="Run seed, part of the resume key.")] = 0,
     concurrency: Annotated[int, typer.Option(help="Max requests in flight.")] = 32,
+    cache: Annotated[
+        Path | None, typer.Option(help="SQLite response cache: identical requests replay.")
+    ] = None,
+    report: Annotated[bool, typer.Option(help="Write report.md and plots.")] = True,
 ) -> None:
-    """Run pipelines over a dataset; print accuracy, tokens, calls and wall time side by side."""
-    from itc.bench import run_benchmark, summary_table
-    from itc.datasets import load_dataset
-    from itc.session import connect
+    """Run pipelines over a dataset; print accuracy, tokens, calls and wall time side by side.
 
-    pipelines = [_load(path) for path in configs]
-    data = _guard(lambda: load_dataset(dataset, limit))
+    Rerunning the same command resumes: finished problems are skipped.
+    """
+    from itc.backends.cache import CachedBackend
+    from itc.bench import run_benchmark, summary_table
+    from itc.datasets import load_dataset, parse_fields
+    from itc.report import write_report
+    from itc.session import connect
+    from itc.sweep import expand_sweep, parse_sweep_options
+
+    def prepare():  # type: ignore[no-untyped-def]
+        pipelines = [load_pipeline(path) for path in configs]
+        if sweep:
+            assignments = parse_sweep_options(sweep)
+            pipelines = [v for p in pipelines for v in expand_sweep(p, assignments)]
+        options = {"difficulty": difficulty, "count": count, "path": data_path}
+        data = load_dataset(
+            dataset, limit, seed=seed, fields=parse_fields(field or []) or None,
+            **{k: v for k, v in options.items() if v is not None},
+        )
+        return pipelines, data
+
+    pipelines, data = _guard(prepare)
 
     async def go():  # type: ignore[no-untyped-def]
         async with connect(base_url, model, console) as backend:
+            runner = CachedBackend(backend, cache) if cache is not None else backend
             return await run_benchmark(
-                pipelines, data, backend, output_dir=output_dir, seed=seed,
+                pipelines, data, runner, output_dir=output_dir, seed=seed,
                 max_in_flight=concurrency, console=console,
             )
 
@@ -162,6 +198,27 @@ def bench(
     summary_path = output_dir / "summary.json"
     summary_path.write_text(json.dumps([s.model_dump() for s in summaries], indent=2))
     console.print(f"results in {output_dir}/ (summary: {summary_path})")
+    if report:
+        path = write_report([s.results_file for s in summaries], output_dir)
+        console.print(f"report: {path}")
+
+
+@app.command(name="report")
+def report_command(
+    results: Annotated[list[Path], typer.Argument(help="Result JSONL files or directories.")],
+    out_dir: Annotated[Path, typer.Option(help="Where report.md and plots go.")] = Path("report"),
+) -> None:
+    """Write a markdown report (tables, accuracy-vs-tokens and coverage plots) from results."""
+    from itc.report import write_report
+
+    def go() -> Path:
+        try:
+            return write_report(results, out_dir)
+        except ValueError as error:
+            raise ConfigError(", ".join(map(str, results)), [str(error)]) from None
+
+    path = _guard(go)
+    out.print(f"report written to {path}")
 
 
 if __name__ == "__main__":

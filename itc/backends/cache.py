@@ -1,0 +1,72 @@
+"""A response cache on disk (SQLite): identical requests replay exactly.
+
+Only reproducible requests are cached: greedy ones (temperature 0) and seeded ones. The
+planner gives every rollout of a node its own seed, so N samples of one prompt are N
+distinct entries, and a rerun of a benchmark replays every sample it already drew. A replay
+reports the original usage, so the planner charges budgets exactly as on the first run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+from itc.backends.base import Backend, GenerationRequest, GenerationResult, StreamProgress
+
+
+class CachedBackend:
+    def __init__(self, inner: Backend, path: str | Path) -> None:
+        self.inner = inner
+        self.model = inner.model
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, result TEXT NOT NULL)"
+        )
+        self._db.commit()
+        self.hits = 0
+        self.misses = 0
+
+    def _key(self, request: GenerationRequest) -> str | None:
+        if request.temperature > 0 and request.seed is None:
+            return None
+        payload = {"model": self.inner.model, "request": request.model_dump(mode="json")}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    async def generate(
+        self, request: GenerationRequest, progress: StreamProgress | None = None
+    ) -> GenerationResult:
+        key = self._key(request)
+        if key is not None:
+            row = self._db.execute("SELECT result FROM responses WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                self.hits += 1
+                result = GenerationResult.model_validate_json(row[0])
+                if progress is not None:
+                    progress.attempts += 1
+                    progress.prompt_tokens = result.prompt_tokens
+                    progress.completion_tokens += result.completion_tokens
+                    progress.prefilled.set()
+                return result
+        self.misses += 1
+        result = await self.inner.generate(request, progress)
+        if key is not None:
+            self._db.execute(
+                "INSERT OR REPLACE INTO responses (key, result) VALUES (?, ?)",
+                (key, result.model_copy(update={"latency": 0.0}).model_dump_json()),
+            )
+            self._db.commit()
+        return result
+
+    async def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        return await self.inner.count_prompt_tokens(request)
+
+    async def max_model_len(self) -> int:
+        return await self.inner.max_model_len()
+
+    async def aclose(self) -> None:
+        self._db.close()
+        await self.inner.aclose()
