@@ -169,13 +169,13 @@ def bench(
     from itc.datasets import load_dataset, parse_fields
     from itc.report import write_report
     from itc.session import connect
-    from itc.sweep import expand_sweep, parse_sweep_options
+    from itc.sweep import expand_sweeps, parse_sweep_options
 
     def prepare():  # type: ignore[no-untyped-def]
         pipelines = [load_pipeline(path) for path in configs]
         if sweep:
             assignments = parse_sweep_options(sweep)
-            pipelines = [v for p in pipelines for v in expand_sweep(p, assignments)]
+            pipelines = expand_sweeps(pipelines, assignments)
         options = {"difficulty": difficulty, "count": count, "path": data_path}
         data = load_dataset(
             dataset, limit, seed=seed, fields=parse_fields(field or []) or None,

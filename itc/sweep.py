@@ -229,3 +229,38 @@ def _labels(paths: list[tuple[Key, ...]]) -> list[str]:
             return [label(i) for i in range(len(paths))]
         for i in growable:
             lengths[i] += 1
+
+
+def expand_sweeps(
+    pipelines: Sequence[PipelineConfig],
+    assignments: Mapping[str, Sequence[Any]],
+    registry: Registry | None = None,
+) -> list[PipelineConfig]:
+    """Sweep every pipeline that has the swept settings; keep the others as baselines.
+
+    A pipeline with none of the paths (a greedy baseline beside swept strategies) runs once,
+    unchanged. One with only some of them is an error, and so is a sweep no pipeline has.
+    """
+    expanded: list[PipelineConfig] = []
+    swept = False
+    for pipeline in pipelines:
+        data = pipeline.to_data()
+        found = []
+        for raw in assignments:
+            try:
+                _resolve(data, raw, pipeline.name)
+                found.append(raw)
+            except ConfigError:
+                pass
+        if not found:
+            expanded.append(pipeline)
+        elif len(found) < len(assignments):
+            missing = sorted(set(assignments) - set(found))
+            expand_sweep(pipeline, {raw: assignments[raw] for raw in missing}, registry)
+        else:
+            expanded.extend(expand_sweep(pipeline, assignments, registry))
+            swept = True
+    if assignments and not swept:
+        # Let the first pipeline explain why the first path does not apply.
+        expand_sweep(pipelines[0], assignments, registry)
+    return expanded

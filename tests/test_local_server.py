@@ -4,11 +4,15 @@ real server (marked ``vllm``)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
+from rich.console import Console
 
 from itc.backends import local_server as ls
 
@@ -127,6 +131,60 @@ def test_manifest_detects_changed_and_missing_files(tmp_path: Path) -> None:
     (tmp_path / ls.MANIFEST).write_text("not json")
     assert ls.verify_manifest(tmp_path) != []
     assert ls.verify_manifest(tmp_path / "nowhere") != []
+
+
+def test_build_joins_parts_checks_sha_and_keeps_good_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The multi-package GGUF path, with a stand-in converter instead of transformers."""
+    monkeypatch.setenv("ITC_CACHE_DIR", str(tmp_path / "cache"))
+    chunks = [b"GGUF" + b"a" * 100, b"b" * 50, b"c" * 7]
+    parts = []
+    for i, chunk in enumerate(chunks):
+        parts.append(tmp_path / f"part{i:02d}.bin")
+        parts[-1].write_bytes(chunk)
+    joined = b"".join(chunks)
+    spec = ls.BundledModel(
+        name="toy",
+        parts=tuple(ls.GgufPart(f"toy-part{i}==1", f"toy_part{i}", "data/x.bin") for i in range(3)),
+        gguf_sha256=hashlib.sha256(joined).hexdigest(),
+        served_name="toy",
+    )
+    converter = tmp_path / "fake_convert.py"
+    converter.write_text(
+        "import pathlib, shutil, sys\n"
+        "out = pathlib.Path(sys.argv[2])\n"
+        "out.mkdir(parents=True)\n"
+        "shutil.copy(sys.argv[1], out / 'model.bin')\n"
+    )
+    monkeypatch.setattr(ls, "_CONVERTER", converter)
+    monkeypatch.setattr(ls, "_part_paths", lambda python, spec, console: parts)
+    out = tmp_path / "cache" / "models" / "toy"
+    console = Console(stderr=True, quiet=True)
+
+    ls._build_model(spec, Path(sys.executable), out, console)
+    assert (out / "model.bin").read_bytes() == joined
+    assert ls.verify_manifest(out) == []
+    assert json.loads((out / ls.MANIFEST).read_text())["gguf_sha256"] == spec.gguf_sha256
+
+    wrong = dataclasses.replace(spec, gguf_sha256="0" * 64)
+    with pytest.raises(ls.ModelError, match="sha256"):
+        ls._build_model(wrong, Path(sys.executable), out, console)
+    assert ls.verify_manifest(out) == []  # a failed rebuild leaves the good copy alone
+    assert sorted(p.name for p in out.parent.iterdir()) == ["toy"]  # no temp folders left
+
+
+def test_cpu_binding_avoids_cores_of_running_workers(tmp_path: Path) -> None:
+    assert ls._parse_cpu_list("0-2,5\n") == {0, 1, 2, 5}
+    for pid, cmdline, cpus in [
+        ("11", b"VLLM::Worker\0", "0"),
+        ("12", b"python\0-m\0x", "1"),
+        ("13", b"VLLM::Worker\0", "0-4095"),
+    ]:
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "cmdline").write_bytes(cmdline)
+        (tmp_path / pid / "status").write_text(f"Name:\tpython\nCpus_allowed_list:\t{cpus}\n")
+    assert ls._cpus_pinned_by_vllm_workers(tmp_path) == {0}  # unpinned workers do not count
 
 
 def test_stop_before_start_is_harmless() -> None:

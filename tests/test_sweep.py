@@ -143,3 +143,18 @@ def test_options_feed_expand_sweep() -> None:
     assert len(variants) == 6 and variants[-1].name == "sc[n=4,repeats=3]"
     with pytest.raises(ValueError, match="already swept"):
         parse_sweep_options(["n=1", "n=2"])
+
+
+def test_expand_sweeps_keeps_baselines_and_rejects_partial_or_absent_paths() -> None:
+    from itc.strategies.generate import Generate
+    from itc.strategies.self_consistency import SelfConsistency
+    from itc.sweep import expand_sweeps
+
+    greedy = PipelineConfig.single(Generate(temperature=0.0), name="greedy")
+    sc = PipelineConfig.single(SelfConsistency(inner=Generate(n=2)), name="sc")
+    variants = expand_sweeps([greedy, sc], {"main.inner.n": [1, 4]})
+    assert [v.name for v in variants] == ["greedy", "sc[n=1]", "sc[n=4]"]
+    with pytest.raises(ConfigError, match="no key 'inner'"):
+        expand_sweeps([greedy], {"main.inner.n": [1, 4]})
+    with pytest.raises(ConfigError, match="no key 'bogus'"):
+        expand_sweeps([sc], {"main.inner.n": [1], "main.bogus": [2]})
