@@ -111,7 +111,10 @@ async def _run_one(
     grade: Grading,
     console: Console,
 ) -> Summary:
+    # The last row of a key wins; a problem that ended in an error (a dead server, say) is
+    # not done, so rerunning the command retries it.
     done = {row["key"]: row for row in results.rows()}
+    done = {key: row for key, row in done.items() if row.get("error") is None}
     wanted = {run_key(pipeline, dataset.name, p.id, seed): p for p in dataset.problems}
     todo = [p for key, p in wanted.items() if key not in done]
     if len(todo) < len(wanted):
@@ -146,6 +149,13 @@ async def _run_one(
 
         by_id = {p.id: p for p in todo}
         await planner.run_many(pipeline, todo, on_result=record)
+    failed = sum(r["error"] is not None for r in rows)
+    if failed:
+        console.print(
+            f"[yellow]{pipeline.name}: {failed} problems ended in an error "
+            f"(first: {next(r['error'] for r in rows if r['error'])}); rerun the same command "
+            "to retry just those."
+        )
     summary = summarize(pipeline, dataset.name, rows, time.monotonic() - started)
     return summary.model_copy(update={"results_file": str(results.path)})
 

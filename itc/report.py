@@ -121,7 +121,7 @@ def load_results(paths: str | Path | Iterable[str | Path]) -> list[Row]:
             raise FileNotFoundError(f"no results at {path}")
     rows: list[Row] = []
     seen_files: set[Path] = set()
-    seen_keys: set[str] = set()
+    position: dict[str, int] = {}
     for file in files:
         if file.resolve() in seen_files:
             continue
@@ -134,12 +134,14 @@ def load_results(paths: str | Path | Iterable[str | Path]) -> list[Row]:
                     continue
                 if not isinstance(row, dict):
                     continue
-                key = row.get("key")
-                if isinstance(key, str):
-                    if key in seen_keys:
-                        continue
-                    seen_keys.add(key)
                 row[SOURCE_FIELD] = str(file)
+                key = row.get("key")
+                if isinstance(key, str) and key in position:
+                    # A rerun appends a retried problem: the later row supersedes the earlier.
+                    rows[position[key]] = row
+                    continue
+                if isinstance(key, str):
+                    position[key] = len(rows)
                 rows.append(row)
     return rows
 

@@ -186,8 +186,10 @@ def _written_pid(path: Path) -> int | None:
 
 
 async def test_runs_concurrently(task0: Problem, canonical0: str) -> None:
-    results = await asyncio.gather(*(run_humaneval(task0, canonical0) for _ in range(4)),
-                                   run_humaneval(task0, "    return False\n"))
+    results = await asyncio.gather(
+        *(run_humaneval(task0, canonical0) for _ in range(4)),
+        run_humaneval(task0, "    return False\n"),
+    )
     assert [r.passed for r in results] == [True, True, True, True, False]
 
 

@@ -33,8 +33,7 @@ from itc.datasets import (
 
 
 def test_registry_is_immutable_and_complete() -> None:
-    assert set(REGISTRY) == {"gsm8k", "aime2025", "math500", "humaneval", "parallelqa",
-                             "synthetic"}
+    assert set(REGISTRY) == {"gsm8k", "aime2025", "math500", "humaneval", "parallelqa", "synthetic"}
     with pytest.raises(TypeError):
         REGISTRY["mine"] = REGISTRY["gsm8k"]  # type: ignore[index]
     for name, info in REGISTRY.items():
@@ -123,8 +122,7 @@ def test_parallelqa_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     path.write_text(json.dumps([{"id": 7, "question": "Which?", "answer": "That", "branch": 3}]))
     monkeypatch.setenv("ITC_PARALLELQA", str(path))
     (problem,) = load_dataset("parallelqa").problems
-    assert (problem.id, problem.answer, problem.metadata) == ("parallelqa-7", "That",
-                                                              {"branch": 3})
+    assert (problem.id, problem.answer, problem.metadata) == ("parallelqa-7", "That", {"branch": 3})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,11 +136,20 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def test_math500_from_file(tmp_path: Path) -> None:
-    path = _write_jsonl(tmp_path / "math500.jsonl", [
-        {"problem": "Half of one?", "answer": "\\frac{1}{2}", "unique_id": "test/algebra/1.json",
-         "subject": "Algebra", "level": 1, "solution": "..."},
-        {"problem": "Two?", "answer": 2, "unique_id": "test/prealgebra/2.json"},
-    ])
+    path = _write_jsonl(
+        tmp_path / "math500.jsonl",
+        [
+            {
+                "problem": "Half of one?",
+                "answer": "\\frac{1}{2}",
+                "unique_id": "test/algebra/1.json",
+                "subject": "Algebra",
+                "level": 1,
+                "solution": "...",
+            },
+            {"problem": "Two?", "answer": 2, "unique_id": "test/prealgebra/2.json"},
+        ],
+    )
     data = load_dataset("math500", path=path)
     assert (data.name, data.grader, len(data)) == ("math500", "math", 2)
     first, second = data.problems
@@ -155,21 +162,26 @@ def test_math500_from_file(tmp_path: Path) -> None:
 
 
 def test_any_jsonl_with_field_mapping(tmp_path: Path) -> None:
-    path = _write_jsonl(tmp_path / "mine.jsonl", [
-        {"q": "One plus one?", "a": 2, "uid": "x1"},
-        {"q": "Two plus two?", "a": "4", "uid": "x2"},
-    ])
+    path = _write_jsonl(
+        tmp_path / "mine.jsonl",
+        [
+            {"q": "One plus one?", "a": 2, "uid": "x1"},
+            {"q": "Two plus two?", "a": "4", "uid": "x2"},
+        ],
+    )
     fields = parse_fields(["question=q", "answer=a", "id=uid"])
     assert fields == {"question": "q", "answer": "a", "id": "uid"}
     data = load_dataset(str(path), fields=fields)
     assert (data.name, data.grader) == ("mine", "math")
     assert [(p.id, p.prompt, p.answer) for p in data.problems] == [
-        ("x1", "One plus one?", "2"), ("x2", "Two plus two?", "4")
+        ("x1", "One plus one?", "2"),
+        ("x2", "Two plus two?", "4"),
     ]
     assert load_dataset(str(path), 1, fields=fields, grader="exact").grader == "exact"
     # Without an id field the row position is the id.
-    assert [p.id for p in load_dataset(str(path), fields={"question": "q",
-                                                          "answer": "a"}).problems] == ["0", "1"]
+    assert [
+        p.id for p in load_dataset(str(path), fields={"question": "q", "answer": "a"}).problems
+    ] == ["0", "1"]
 
 
 def test_field_options_are_checked(tmp_path: Path) -> None:
@@ -197,8 +209,13 @@ def test_jsonl_gz_and_json_array_files(tmp_path: Path) -> None:
 
 
 def test_duplicate_ids_are_rejected(tmp_path: Path) -> None:
-    path = _write_jsonl(tmp_path / "d.jsonl", [{"question": "a", "answer": "1", "k": "same"},
-                                              {"question": "b", "answer": "2", "k": "same"}])
+    path = _write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {"question": "a", "answer": "1", "k": "same"},
+            {"question": "b", "answer": "2", "k": "same"},
+        ],
+    )
     with pytest.raises(DatasetError, match=r"row 2: field 'k' repeats .* of row 1"):
         load_dataset(str(path), fields={"id": "k"})
 
@@ -207,22 +224,46 @@ def test_duplicate_ids_are_rejected(tmp_path: Path) -> None:
 # Malformed input: one error naming the file, the row and the field, for every file kind
 # ---------------------------------------------------------------------------------------------
 
-HUMANEVAL_ROW = {"task_id": "T/0", "prompt": "def f():\n", "entry_point": "f",
-                 "canonical_solution": "    return 1\n", "test": "def check(c):\n    pass\n"}
+HUMANEVAL_ROW = {
+    "task_id": "T/0",
+    "prompt": "def f():\n",
+    "entry_point": "f",
+    "canonical_solution": "    return 1\n",
+    "test": "def check(c):\n    pass\n",
+}
 
 # kind -> (file suffix, a valid row for position i, the field to break, how to load the file)
 KINDS: dict[str, tuple[str, Callable[[int], dict[str, Any]], str, Callable[[Path], Dataset]]] = {
-    "gsm8k": (".jsonl", lambda i: {"question": f"Q{i}?", "answer": f"so\n#### {i}"},
-              "question", lambda p: load_dataset("gsm8k", path=p)),
-    "math500": (".jsonl", lambda i: {"problem": f"P{i}", "answer": "\\pi", "unique_id": f"u{i}"},
-                "problem", lambda p: load_dataset("math500", path=p)),
-    "jsonl": (".jsonl", lambda i: {"q": f"Q{i}", "a": "1", "uid": f"u{i}"}, "q",
-              lambda p: load_dataset(str(p), fields={"question": "q", "answer": "a", "id": "uid"})),
-    "parallelqa": (".json", lambda i: {"id": str(i), "question": f"Q{i}", "answer": "A",
-                                       "branch": 2},
-                   "question", lambda p: load_dataset("parallelqa", path=p)),
-    "humaneval": (".jsonl.gz", lambda i: {**HUMANEVAL_ROW, "task_id": f"T/{i}"}, "entry_point",
-                  lambda p: load_dataset("humaneval", path=p)),
+    "gsm8k": (
+        ".jsonl",
+        lambda i: {"question": f"Q{i}?", "answer": f"so\n#### {i}"},
+        "question",
+        lambda p: load_dataset("gsm8k", path=p),
+    ),
+    "math500": (
+        ".jsonl",
+        lambda i: {"problem": f"P{i}", "answer": "\\pi", "unique_id": f"u{i}"},
+        "problem",
+        lambda p: load_dataset("math500", path=p),
+    ),
+    "jsonl": (
+        ".jsonl",
+        lambda i: {"q": f"Q{i}", "a": "1", "uid": f"u{i}"},
+        "q",
+        lambda p: load_dataset(str(p), fields={"question": "q", "answer": "a", "id": "uid"}),
+    ),
+    "parallelqa": (
+        ".json",
+        lambda i: {"id": str(i), "question": f"Q{i}", "answer": "A", "branch": 2},
+        "question",
+        lambda p: load_dataset("parallelqa", path=p),
+    ),
+    "humaneval": (
+        ".jsonl.gz",
+        lambda i: {**HUMANEVAL_ROW, "task_id": f"T/{i}"},
+        "entry_point",
+        lambda p: load_dataset("humaneval", path=p),
+    ),
 }
 
 BAD_JSON = '{"question": "Q3?", "answer": }'
@@ -270,8 +311,11 @@ def test_malformed_row_is_named(tmp_path: Path, kind: str, how: str) -> None:
         assert "not valid JSON" in message
     else:
         assert repr(field) in message
-        expected = {"missing": "missing or empty", "empty": "missing or empty",
-                    "wrong type": "should be a string, got list"}[how]
+        expected = {
+            "missing": "missing or empty",
+            "empty": "missing or empty",
+            "wrong type": "should be a string, got list",
+        }[how]
         assert expected in message
 
 
@@ -303,8 +347,7 @@ def test_other_malformed_shapes(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"row 1: field 'answer' has no '####"):
         load_dataset("gsm8k", path=gsm)
     he = tmp_path / "he.jsonl.gz"
-    he.write_bytes(gzip.compress(json.dumps({**HUMANEVAL_ROW, "entry_point": "not name"})
-                                 .encode()))
+    he.write_bytes(gzip.compress(json.dumps({**HUMANEVAL_ROW, "entry_point": "not name"}).encode()))
     with pytest.raises(DatasetError, match="row 1: field 'entry_point' is not a Python name"):
         load_dataset("humaneval", path=he)
 
@@ -354,12 +397,18 @@ def test_hub_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_hub_rows_go_through_the_same_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # skips the reachability probe
-    _fake_hub(monkeypatch, {
-        ("HuggingFaceH4/MATH-500", None): [
-            {"problem": "p", "answer": "\\sqrt{2}", "unique_id": "a"},
-        ],
-        ("openai/gsm8k", "main"): [{"question": "q", "answer": "x\n#### 1,000"}, {"question": "q"}],
-    })
+    _fake_hub(
+        monkeypatch,
+        {
+            ("HuggingFaceH4/MATH-500", None): [
+                {"problem": "p", "answer": "\\sqrt{2}", "unique_id": "a"},
+            ],
+            ("openai/gsm8k", "main"): [
+                {"question": "q", "answer": "x\n#### 1,000"},
+                {"question": "q"},
+            ],
+        },
+    )
     (problem,) = load_dataset("math500", source="hub").problems
     assert (problem.id, problem.answer) == ("a", "\\sqrt{2}")
     with pytest.raises(DatasetError, match=r"hf:openai/gsm8k/main \(test\), row 2: field 'answer'"):
@@ -431,28 +480,34 @@ def test_synthetic_default_count() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("gold", "predicted"), [
-    ("Mariana Trench", "The Mariana Trench."),
-    ("peregrine falcon", "Peregrine Falcon"),
-    ("Statue of Unity", "\\text{Statue of Unity}"),
-    ("5931.80", "5931.8"),
-    ("5931.80", "5931.804"),
-    ("1.07", "1.0749"),
-    ("104736200", "104,736,200"),
-    ("3307", "about 3307 km"),
-    ("1.125", "9/8"),
-])
+@pytest.mark.parametrize(
+    ("gold", "predicted"),
+    [
+        ("Mariana Trench", "The Mariana Trench."),
+        ("peregrine falcon", "Peregrine Falcon"),
+        ("Statue of Unity", "\\text{Statue of Unity}"),
+        ("5931.80", "5931.8"),
+        ("5931.80", "5931.804"),
+        ("1.07", "1.0749"),
+        ("104736200", "104,736,200"),
+        ("3307", "about 3307 km"),
+        ("1.125", "9/8"),
+    ],
+)
 def test_exact_match(gold: str, predicted: str) -> None:
     assert exact_match(gold, predicted)
 
 
-@pytest.mark.parametrize(("gold", "predicted"), [
-    ("Mariana Trench", "Puerto Rico Trench"),
-    ("Mariana Trench", "Mariana"),
-    ("5931.80", "5931.9"),
-    ("24", "24 or 25"),
-    ("24", "twenty-four"),
-    ("1.07", "1.08"),
-])
+@pytest.mark.parametrize(
+    ("gold", "predicted"),
+    [
+        ("Mariana Trench", "Puerto Rico Trench"),
+        ("Mariana Trench", "Mariana"),
+        ("5931.80", "5931.9"),
+        ("24", "24 or 25"),
+        ("24", "twenty-four"),
+        ("1.07", "1.08"),
+    ],
+)
 def test_exact_mismatch(gold: str, predicted: str) -> None:
     assert not exact_match(gold, predicted)

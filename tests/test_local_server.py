@@ -227,5 +227,5 @@ def test_bad_model_folder_fails_with_log_tail(tmp_path: Path) -> None:
     message = str(info.value)
     assert str(server.log_path) in message
     assert "Last lines of" in message
-    assert len(message.splitlines()) > 3  # the tail of vLLM's own output came along
+    assert "no-such-architecture" in message  # the tail of vLLM's own output came along
     assert not server.running

@@ -103,7 +103,10 @@ async def test_continue_final_message_continues_the_partial_answer(backend) -> N
 
 async def test_completions_stop_strings_and_stop_reason(backend) -> None:
     request = GenerationRequest(
-        prompt="1, 2, 3, 4, 5,", max_tokens=30, temperature=0.0, stop=(" 8",),
+        prompt="1, 2, 3, 4, 5,",
+        max_tokens=30,
+        temperature=0.0,
+        stop=(" 8",),
         include_stop_str_in_output=True,
     )
     choice = (await backend.generate(request)).choices[0]
@@ -113,7 +116,10 @@ async def test_completions_stop_strings_and_stop_reason(backend) -> None:
 
 async def test_structured_choice_and_prompt_logprobs(backend) -> None:
     request = GenerationRequest(
-        messages=chat("Is the sky blue? Answer Yes or No."), max_tokens=3, temperature=1.0, n=4,
+        messages=chat("Is the sky blue? Answer Yes or No."),
+        max_tokens=3,
+        temperature=1.0,
+        n=4,
         structured_outputs=StructuredOutputs(choice=("Yes", "No")),
     )
     result = await backend.generate(request)
@@ -123,9 +129,12 @@ async def test_structured_choice_and_prompt_logprobs(backend) -> None:
     )
     assert scored.prompt_logprobs is not None and scored.prompt_logprobs[0] is None
     assert all(entry for entry in scored.prompt_logprobs[1:])
-    assert await backend.count_prompt_tokens(
-        GenerationRequest(prompt="The capital of France is Paris")
-    ) == scored.prompt_tokens
+    assert (
+        await backend.count_prompt_tokens(
+            GenerationRequest(prompt="The capital of France is Paris")
+        )
+        == scored.prompt_tokens
+    )
 
 
 async def test_server_errors_are_quoted(backend) -> None:
@@ -157,7 +166,8 @@ async def test_self_consistency_votes_on_real_samples(backend, grader) -> None:
 async def test_adaptive_self_consistency_cancels_on_the_real_server(backend, grader) -> None:
     ctx = ctx_for(backend, grader, ARITHMETIC)
     node = SelfConsistency(
-        inner=Generate(n=1, temperature=0.2, max_tokens=64), repeats=12,
+        inner=Generate(n=1, temperature=0.2, max_tokens=64),
+        repeats=12,
         early_stop=EarlyStop(min_votes=3),
     )
     ranked = await node.run(ctx, [])
@@ -232,26 +242,107 @@ def test_cli_run_and_bench_end_to_end(vllm_server, tmp_path) -> None:
     env = {**os.environ, "COLUMNS": "200"}
     itc = [sys.executable, "-m", "itc.cli"]
     run = subprocess.run(
-        [*itc, "run", str(ROOT / "examples/self_consistency.yaml"), "--problem", WORD.prompt,
-         "--base-url", vllm_server.base_url, "--trace-json", str(tmp_path / "t.json")],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            *itc,
+            "run",
+            str(ROOT / "examples/self_consistency.yaml"),
+            "--problem",
+            WORD.prompt,
+            "--base-url",
+            vllm_server.base_url,
+            "--trace-json",
+            str(tmp_path / "t.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr
     assert "answer:" in run.stdout and "trace by node" in run.stdout
     trace = json.loads((tmp_path / "t.json").read_text())
     assert trace["usage"]["calls"] == 1 and trace["trace"]["events"][0]["n"] == 8
     bench = subprocess.run(
-        [*itc, "bench", str(ROOT / "examples/greedy.yaml"), "--dataset", "gsm8k", "--limit", "2",
-         "--base-url", vllm_server.base_url, "--output-dir", str(tmp_path / "runs")],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            *itc,
+            "bench",
+            str(ROOT / "examples/greedy.yaml"),
+            "--dataset",
+            "gsm8k",
+            "--limit",
+            "2",
+            "--base-url",
+            vllm_server.base_url,
+            "--output-dir",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert bench.returncode == 0, bench.stderr
     assert "greedy" in bench.stdout and "accuracy" in bench.stdout
     summary = json.loads((tmp_path / "runs/summary.json").read_text())
     assert summary[0]["problems"] == 2
     bad = subprocess.run(
-        [*itc, "bench", str(ROOT / "examples/greedy.yaml"), "--dataset", "nope",
-         "--base-url", vllm_server.base_url],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            *itc,
+            "bench",
+            str(ROOT / "examples/greedy.yaml"),
+            "--dataset",
+            "nope",
+            "--base-url",
+            vllm_server.base_url,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert bad.returncode == 2 and "unknown dataset 'nope'" in bad.stderr
+
+
+async def test_self_certainty_weighted_vote_on_real_samples(backend, grader) -> None:
+    from itc.verifiers.self_certainty import SelfCertainty
+
+    ctx = ctx_for(backend, grader, ARITHMETIC)
+    node = SelfConsistency(inner=Generate(n=5, max_tokens=24), scorer=SelfCertainty())
+    ranked = await node.run(ctx, [])
+    shares = [c.scores["vote_share"] for c in ranked]
+    assert ranked and sum(shares) == pytest.approx(1.0)
+    # Weighted by exp(mean logprob) in (0, 1]: shares need not be multiples of 1/5.
+    assert all(0.0 < s <= 1.0 for s in shares)
+
+
+def test_cli_sweep_then_report(vllm_server, tmp_path) -> None:
+    env = {**os.environ, "COLUMNS": "200"}
+    itc = [sys.executable, "-m", "itc.cli"]
+    config = tmp_path / "sc.yaml"
+    config.write_text(
+        "name: sc\nnodes:\n  main:\n    type: self_consistency\n"
+        "    inner: {type: generate, n: 2, max_tokens: 96, seed: 1}\n"
+    )
+    greedy = tmp_path / "greedy.yaml"
+    greedy.write_text("name: greedy\ntype: generate\ntemperature: 0.0\nmax_tokens: 96\n")
+    runs = tmp_path / "runs"
+    bench = subprocess.run(
+        [*itc, "bench", str(greedy), str(config), "--dataset", "gsm8k", "--limit", "2",
+         "--sweep", "main.inner.n=1..2", "--base-url", vllm_server.base_url,
+         "--output-dir", str(runs), "--cache", str(runs / "cache.sqlite")],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+    assert bench.returncode == 0, bench.stderr
+    summary = json.loads((runs / "summary.json").read_text())
+    assert [s["config"] for s in summary] == ["greedy", "sc[n=1]", "sc[n=2]"]
+    assert summary[2]["completion_tokens_per_problem"] > summary[1]["completion_tokens_per_problem"]
+    report = (runs / "report.md").read_text()
+    assert "sc[n=2]" in report and "greedy" in report
+    pngs = list(runs.glob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    again = subprocess.run(
+        [*itc, "report", str(runs), "--out-dir", str(tmp_path / "rep")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "rep" / "report.md").read_text().count("sc[n=") >= 2

@@ -60,11 +60,10 @@ async def test_weighted_vote_can_overturn_the_majority() -> None:
 
 
 async def test_early_stop_cancels_outstanding_samples_and_saves_tokens() -> None:
-    backend = ScriptedBackend(answers(" ".join(["step"] * 40) + " answer is 4"),
-                              seconds_per_token=0.002)
-    early = SelfConsistency(
-        inner=Generate(n=1), repeats=12, early_stop=EarlyStop(min_votes=3)
+    backend = ScriptedBackend(
+        answers(" ".join(["step"] * 40) + " answer is 4"), seconds_per_token=0.002
     )
+    early = SelfConsistency(inner=Generate(n=1), repeats=12, early_stop=EarlyStop(min_votes=3))
     ctx = context(backend, max_in_flight=3)
     ranked = await early.run(ctx, [])
     assert ranked[0].answer == "4"

