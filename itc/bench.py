@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -118,7 +119,8 @@ async def _run_one(
     wanted = {run_key(pipeline, dataset.name, p.id, seed): p for p in dataset.problems}
     todo = [p for key, p in wanted.items() if key not in done]
     if len(todo) < len(wanted):
-        console.print(f"[dim]{pipeline.name}: resuming, {len(wanted) - len(todo)} already done")
+        skipped = len(wanted) - len(todo)
+        console.print(f"[dim]{escape(pipeline.name)}: resuming, {skipped} already done")
     rows = [done[key] for key in wanted if key in done]
     started = time.monotonic()
     columns = (
@@ -129,7 +131,9 @@ async def _run_one(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(pipeline.name, total=len(wanted), acc="-", tokens=0, rate="-")
+        task = progress.add_task(
+            escape(pipeline.name), total=len(wanted), acc="-", tokens=0, rate="-"
+        )
         progress.update(task, completed=len(rows))
 
         async def record(result: ProblemResult) -> None:
@@ -152,7 +156,7 @@ async def _run_one(
     failed = sum(r["error"] is not None for r in rows)
     if failed:
         console.print(
-            f"[yellow]{pipeline.name}: {failed} problems ended in an error "
+            f"[yellow]{escape(pipeline.name)}: {failed} problems ended in an error "
             f"(first: {next(r['error'] for r in rows if r['error'])}); rerun the same command "
             "to retry just those."
         )
@@ -252,10 +256,14 @@ def summary_table(summaries: Sequence[Summary]) -> Table:
     table = Table(title=f"{summaries[0].dataset if summaries else ''} results")
     for column in ("config", "accuracy", "tokens/problem", "generated/problem", "calls/problem",
                    "wall time (s)", "errors"):
-        table.add_column(column, justify="left" if column == "config" else "right")
+        if column == "config":
+            width = max((len(s.config) for s in summaries), default=6)
+            table.add_column(column, no_wrap=True, min_width=width)
+        else:
+            table.add_column(column, justify="right")
     for s in summaries:
         table.add_row(
-            s.config,
+            escape(s.config),
             f"{s.accuracy:.1%} ({s.correct}/{s.problems})",
             f"{s.tokens_per_problem:.0f}",
             f"{s.completion_tokens_per_problem:.0f}",

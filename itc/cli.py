@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +23,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-out = Console()
+# Piped output (CI logs, files) gets room for the tables instead of the 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 BaseUrl = Annotated[
     str | None,
