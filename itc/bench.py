@@ -42,6 +42,10 @@ class Summary(BaseModel):
     completion_tokens_per_problem: float
     calls_per_problem: float
     wall_time: float
+    """Seconds this invocation ran (problems resumed from earlier runs cost it nothing)."""
+    wall_time_per_problem: float
+    """Mean seconds from a problem's start to its answer; problems overlap, so these do not
+    add up to the run's wall time."""
     errors: int
     budget_exhausted: int
     results_file: str = ""
@@ -247,6 +251,7 @@ def summarize(
         completion_tokens_per_problem=sum(r["usage"]["completion_tokens"] for r in rows) / count,
         calls_per_problem=sum(r["usage"]["calls"] for r in rows) / count,
         wall_time=wall_time,
+        wall_time_per_problem=sum(r["usage"]["wall_time"] for r in rows) / count,
         errors=sum(r["error"] is not None for r in rows),
         budget_exhausted=sum(r["budget_exhausted"] is not None for r in rows),
     )
@@ -255,7 +260,7 @@ def summarize(
 def summary_table(summaries: Sequence[Summary]) -> Table:
     table = Table(title=f"{summaries[0].dataset if summaries else ''} results")
     for column in ("config", "accuracy", "tokens/problem", "generated/problem", "calls/problem",
-                   "wall time (s)", "errors"):
+                   "wall s/problem", "errors"):
         if column == "config":
             width = max((len(s.config) for s in summaries), default=6)
             table.add_column(column, no_wrap=True, min_width=width)
@@ -268,7 +273,7 @@ def summary_table(summaries: Sequence[Summary]) -> Table:
             f"{s.tokens_per_problem:.0f}",
             f"{s.completion_tokens_per_problem:.0f}",
             f"{s.calls_per_problem:.1f}",
-            f"{s.wall_time:.1f}",
+            f"{s.wall_time_per_problem:.1f}",
             f"{s.errors}",
         )
     return table
