@@ -28,10 +28,11 @@ FEW_SHOT = "Solve the problem carefully. " * 40 + "\n\n"
 
 
 async def one_round(backend: VLLMBackend, grader: MathGrader, warm: bool, problems, repeats: int):
+    # A fresh opening line per round, so no earlier round left these prompts in the cache.
+    nonce = f"Session {time.time_ns()}.\n"
     pipeline = PipelineConfig.single(
         SelfConsistency(
-            inner=Generate(n=1, max_tokens=16, seed=int(time.time()) % 10_000,
-                           template=FEW_SHOT + "{question}"),
+            inner=Generate(n=1, max_tokens=16, seed=0, template=nonce + FEW_SHOT + "{question}"),
             repeats=repeats,
         )
     )

@@ -32,7 +32,9 @@ class Runtime:
     max_in_flight: int = 32
     grader: MathGrader = field(default_factory=MathGrader)
 
-    warm_prefixes: bool = True
+    warm_prefixes: bool = False
+    """Off by default: benchmarks/prefix_warming.py measured no gain on vLLM 0.32, whose
+    scheduler already prefills identical prompts in flight once."""
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.max_in_flight)
