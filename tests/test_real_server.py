@@ -164,17 +164,25 @@ async def test_self_consistency_votes_on_real_samples(backend, grader) -> None:
 
 
 async def test_adaptive_self_consistency_cancels_on_the_real_server(backend, grader) -> None:
-    ctx = ctx_for(backend, grader, ARITHMETIC)
+    # Greedy samples agree, so the vote is settled after 7 of 12; two in flight at a time
+    # leaves samples still running or queued then, and those must be cancelled.
+    runtime = Runtime(backend=backend, grader=grader, max_in_flight=2)
+    ctx = NodeContext(ARITHMETIC, runtime, Ledger(Budget()), Trace(problem_id="add"))
     node = SelfConsistency(
-        inner=Generate(n=1, temperature=0.2, max_tokens=64),
+        inner=Generate(n=1, temperature=0.0, max_tokens=32),
         repeats=12,
         early_stop=EarlyStop(min_votes=3),
     )
     ranked = await node.run(ctx, [])
     statuses = [e.status for e in ctx.trace.events]
-    assert ranked[0].answer is not None
+    assert ranked[0].answer is not None and ranked[0].scores["vote_share"] == 1.0
+    assert statuses.count("ok") in (7, 8), statuses
     assert statuses.count("cancelled") >= 1, statuses
-    assert statuses.count("ok") < 12
+    await asyncio.sleep(0.5)
+    before = await server_tokens(backend)
+    await asyncio.sleep(1.0)
+    # Cancelled requests were aborted on the server: nothing more is being generated.
+    assert await server_tokens(backend) == before
 
 
 async def test_best_of_n_with_judge_scores_in_unit_interval(backend, grader) -> None:
