@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -135,5 +135,3 @@ class Backend(Protocol):
 
     async def aclose(self) -> None: ...
 
-
-Endpoint = Literal["completions", "chat"]

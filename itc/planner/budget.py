@@ -96,14 +96,3 @@ class Ledger:
         self._reserved_completion -= reservation.completion_tokens
         self._reserved_calls -= 1
         self.spent = self.spent + spent
-
-    def remaining(self) -> dict[str, float | None]:
-        b, s = self.budget, self.spent
-        return {
-            "tokens": None if b.tokens is None else b.tokens - s.total_tokens,
-            "completion_tokens": None
-            if b.completion_tokens is None
-            else b.completion_tokens - s.completion_tokens,
-            "calls": None if b.calls is None else b.calls - s.calls,
-            "wall_time": self.time_left(),
-        }

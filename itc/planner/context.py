@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -168,9 +168,3 @@ class NodeContext:
                 return await call
         except TimeoutError as timeout:
             raise BudgetExhausted("wall_time", "the call was cut at the deadline") from timeout
-
-    async def gather_settled(
-        self, jobs: Sequence[Callable[[], Awaitable[T]]]
-    ) -> list[T | BaseException]:
-        """Run sibling jobs together; a refused or failed sibling does not sink the rest."""
-        return await asyncio.gather(*(job() for job in jobs), return_exceptions=True)

@@ -31,10 +31,6 @@ class ProblemResult(BaseModel):
     error: str | None = None
     trace: Trace
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
 
 class Planner:
     """Owns the runtime; `run` one problem or `run_many` with a result callback."""

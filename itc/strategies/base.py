@@ -9,7 +9,7 @@ all they can do is ask `ctx.generate`.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, SerializeAsAny
 
@@ -65,6 +65,3 @@ def render_messages(
         messages = (Message(role="system", content=system), *messages)
     return messages
 
-
-def dump_component(component: Component) -> dict[str, Any]:
-    return component.model_dump(mode="json", exclude_defaults=True) | {"type": component.type}
