@@ -246,66 +246,39 @@ async def test_bench_on_gsm8k_grades_and_resumes(backend, tmp_path) -> None:
     assert await server_tokens(backend) == before  # nothing was re-sent
 
 
-def test_cli_run_and_bench_end_to_end(vllm_server, tmp_path) -> None:
-    env = {**os.environ, "COLUMNS": "200"}
-    itc = [sys.executable, "-m", "itc.cli"]
-    run = subprocess.run(
-        [
-            *itc,
-            "run",
-            str(ROOT / "examples/self_consistency.yaml"),
-            "--problem",
-            WORD.prompt,
-            "--base-url",
-            vllm_server.base_url,
-            "--trace-json",
-            str(tmp_path / "t.json"),
-        ],
+def itc_cli(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """The installed CLI as a user runs it, with room for its tables."""
+    return subprocess.run(
+        [sys.executable, "-m", "itc.cli", *args],
         capture_output=True,
         text=True,
-        env=env,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=timeout,
+    )
+
+
+def test_cli_run_and_bench_end_to_end(vllm_server, tmp_path) -> None:
+    run = itc_cli(
+        "run", str(ROOT / "examples/self_consistency.yaml"), "--problem", WORD.prompt or "",
+        "--base-url", vllm_server.base_url, "--trace-json", str(tmp_path / "t.json"),
         timeout=600,
     )
     assert run.returncode == 0, run.stderr
     assert "answer:" in run.stdout and "trace by node" in run.stdout
     trace = json.loads((tmp_path / "t.json").read_text())
     assert trace["usage"]["calls"] == 1 and trace["trace"]["events"][0]["n"] == 8
-    bench = subprocess.run(
-        [
-            *itc,
-            "bench",
-            str(ROOT / "examples/greedy.yaml"),
-            "--dataset",
-            "gsm8k",
-            "--limit",
-            "2",
-            "--base-url",
-            vllm_server.base_url,
-            "--output-dir",
-            str(tmp_path / "runs"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    bench = itc_cli(
+        "bench", str(ROOT / "examples/greedy.yaml"), "--dataset", "gsm8k", "--limit", "2",
+        "--base-url", vllm_server.base_url, "--output-dir", str(tmp_path / "runs"),
         timeout=600,
     )
     assert bench.returncode == 0, bench.stderr
     assert "greedy" in bench.stdout and "accuracy" in bench.stdout
     summary = json.loads((tmp_path / "runs/summary.json").read_text())
     assert summary[0]["problems"] == 2
-    bad = subprocess.run(
-        [
-            *itc,
-            "bench",
-            str(ROOT / "examples/greedy.yaml"),
-            "--dataset",
-            "nope",
-            "--base-url",
-            vllm_server.base_url,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    bad = itc_cli(
+        "bench", str(ROOT / "examples/greedy.yaml"), "--dataset", "nope",
+        "--base-url", vllm_server.base_url,
         timeout=120,
     )
     assert bad.returncode == 2 and "unknown dataset 'nope'" in bad.stderr
@@ -324,8 +297,6 @@ async def test_self_certainty_weighted_vote_on_real_samples(backend, grader) -> 
 
 
 def test_cli_sweep_then_report(vllm_server, tmp_path) -> None:
-    env = {**os.environ, "COLUMNS": "200"}
-    itc = [sys.executable, "-m", "itc.cli"]
     config = tmp_path / "sc.yaml"
     config.write_text(
         "name: sc\nnodes:\n  main:\n    type: self_consistency\n"
@@ -334,11 +305,11 @@ def test_cli_sweep_then_report(vllm_server, tmp_path) -> None:
     greedy = tmp_path / "greedy.yaml"
     greedy.write_text("name: greedy\ntype: generate\ntemperature: 0.0\nmax_tokens: 96\n")
     runs = tmp_path / "runs"
-    bench = subprocess.run(
-        [*itc, "bench", str(greedy), str(config), "--dataset", "gsm8k", "--limit", "2",
-         "--sweep", "main.inner.n=1..2", "--base-url", vllm_server.base_url,
-         "--output-dir", str(runs), "--cache", str(runs / "cache.sqlite")],
-        capture_output=True, text=True, env=env, timeout=900,
+    bench = itc_cli(
+        "bench", str(greedy), str(config), "--dataset", "gsm8k", "--limit", "2",
+        "--sweep", "main.inner.n=1..2", "--base-url", vllm_server.base_url,
+        "--output-dir", str(runs), "--cache", str(runs / "cache.sqlite"),
+        timeout=900,
     )
     assert bench.returncode == 0, bench.stderr
     summary = json.loads((runs / "summary.json").read_text())
@@ -348,9 +319,6 @@ def test_cli_sweep_then_report(vllm_server, tmp_path) -> None:
     assert "sc[n=2]" in report and "greedy" in report
     pngs = list(runs.glob("*.png"))
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
-    again = subprocess.run(
-        [*itc, "report", str(runs), "--out-dir", str(tmp_path / "rep")],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
+    again = itc_cli("report", str(runs), "--out-dir", str(tmp_path / "rep"), timeout=300)
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "rep" / "report.md").read_text().count("sc[n=") >= 2
