@@ -190,6 +190,14 @@ class Grading:
             return exact_match(problem.answer, answer or text or "")
         return answer is not None and await self.math.is_equivalent(problem.answer, answer)
 
+    async def key(self, dataset: Dataset, answer: str | None) -> str | None:
+        """The answer made comparable with other answers, so reports can re-run votes."""
+        if answer is None or dataset.grader == "humaneval":
+            return None
+        if dataset.grader == "math":
+            return await self.math.canonical_key(answer)
+        return answer.strip()
+
 
 async def _row(
     pipeline: PipelineConfig,
@@ -208,6 +216,7 @@ async def _row(
         candidates.append(
             {
                 "answer": answer,
+                "key": await grade.key(dataset, answer),
                 "correct": await grade(dataset, problem, answer, candidate.text),
                 "scores": candidate.scores,
                 "completion_tokens": candidate.completion_tokens,
@@ -259,8 +268,15 @@ def summarize(
 
 def summary_table(summaries: Sequence[Summary]) -> Table:
     table = Table(title=f"{summaries[0].dataset if summaries else ''} results")
-    for column in ("config", "accuracy", "tokens/problem", "generated/problem", "calls/problem",
-                   "wall s/problem", "errors"):
+    for column in (
+        "config",
+        "accuracy",
+        "tokens/problem",
+        "generated/problem",
+        "calls/problem",
+        "wall s/problem",
+        "errors",
+    ):
         if column == "config":
             width = max((len(s.config) for s in summaries), default=6)
             table.add_column(column, no_wrap=True, min_width=width)

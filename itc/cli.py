@@ -32,8 +32,10 @@ BaseUrl = Annotated[
 ]
 Model = Annotated[
     str | None,
-    typer.Option(help="Bundled model name or local folder for the local server, "
-                 "or the served model at --base-url."),
+    typer.Option(
+        help="Bundled model name or local folder for the local server, "
+        "or the served model at --base-url."
+    ),
 ]
 
 
@@ -123,8 +125,14 @@ def run(
     for column in ("node", "calls", "prompt", "completion", "latency (s)", "cancelled"):
         table.add_column(column, justify="left" if column == "node" else "right")
     for node, s in result.trace.by_node().items():
-        table.add_row(node, str(s.calls), str(s.prompt_tokens), str(s.completion_tokens),
-                      f"{s.latency:.1f}", str(s.cancelled))
+        table.add_row(
+            node,
+            str(s.calls),
+            str(s.prompt_tokens),
+            str(s.completion_tokens),
+            f"{s.latency:.1f}",
+            str(s.cancelled),
+        )
     out.print(table)
     if trace_json is not None:
         trace_json.write_text(json.dumps(result.model_dump(mode="json"), indent=2))
@@ -137,14 +145,19 @@ def run(
 def bench(
     configs: Annotated[list[Path], typer.Argument(help="One or more pipeline files.")],
     dataset: Annotated[
-        str, typer.Option(help="gsm8k, aime2025, math500, humaneval, parallelqa, synthetic, "
-                          "or a .jsonl/.json path.")
+        str,
+        typer.Option(
+            help="gsm8k, aime2025, math500, humaneval, parallelqa, synthetic, "
+            "or a .jsonl/.json path."
+        ),
     ] = "gsm8k",
     limit: Annotated[int | None, typer.Option(help="Only the first N problems.")] = None,
     sweep: Annotated[
         list[str] | None,
-        typer.Option(help="PATH=V1,V2 or PATH=1..64 (powers of two); one run per value, "
-                     "e.g. main.inner.n=1..16. Repeatable: the cartesian product."),
+        typer.Option(
+            help="PATH=V1,V2 or PATH=1..64 (powers of two); one run per value, "
+            "e.g. main.inner.n=1..16. Repeatable: the cartesian product."
+        ),
     ] = None,
     field: Annotated[
         list[str] | None, typer.Option(help="File field mapping: question=q, answer=a, id=uid.")
@@ -180,7 +193,10 @@ def bench(
             pipelines = expand_sweeps(pipelines, assignments)
         options = {"difficulty": difficulty, "count": count, "path": data_path}
         data = load_dataset(
-            dataset, limit, seed=seed, fields=parse_fields(field or []) or None,
+            dataset,
+            limit,
+            seed=seed,
+            fields=parse_fields(field or []) or None,
             **{k: v for k, v in options.items() if v is not None},
         )
         return pipelines, data
@@ -191,8 +207,13 @@ def bench(
         async with connect(base_url, model, console) as backend:
             runner = CachedBackend(backend, cache) if cache is not None else backend
             return await run_benchmark(
-                pipelines, data, runner, output_dir=output_dir, seed=seed,
-                max_in_flight=concurrency, console=console,
+                pipelines,
+                data,
+                runner,
+                output_dir=output_dir,
+                seed=seed,
+                max_in_flight=concurrency,
+                console=console,
             )
 
     summaries = _guard(lambda: asyncio.run(go()))
@@ -209,13 +230,21 @@ def bench(
 def report_command(
     results: Annotated[list[Path], typer.Argument(help="Result JSONL files or directories.")],
     out_dir: Annotated[Path, typer.Option(help="Where report.md and plots go.")] = Path("report"),
+    pool: Annotated[
+        list[str] | None,
+        typer.Option(help="Config whose candidates are a pool of samples: report every budget."),
+    ] = None,
+    budgets: Annotated[
+        str, typer.Option(help="Budgets (samples) priced from the pool, e.g. 1..16 or 1,3,5.")
+    ] = "1..16",
 ) -> None:
     """Write a markdown report (tables, accuracy-vs-tokens and coverage plots) from results."""
     from itc.report import write_report
+    from itc.subsample import parse_budgets
 
     def go() -> Path:
         try:
-            return write_report(results, out_dir)
+            return write_report(results, out_dir, pools=pool or (), budgets=parse_budgets(budgets))
         except ValueError as error:
             raise ConfigError(", ".join(map(str, results)), [str(error)]) from None
 

@@ -348,13 +348,19 @@ def write_report(
     out_dir: str | Path,
     *,
     failures_per_config: int = 5,
+    pools: Sequence[str] = (),
+    budgets: Sequence[int] = (1, 2, 4, 8, 16),
 ) -> Path:
     """Write `report.md` (plus its PNGs) into out_dir from result files; return its path.
 
     Per dataset: a results table, the accuracy-vs-tokens plot, pass@k coverage when any
     config graded more than one candidate per problem, and the first failures of each
-    config with where to find their traces. The same results always give the same report.
+    config with where to find their traces. Configs named in `pools` are sample pools:
+    they also get accuracy at each of `budgets`, beside the other configs as baselines
+    (see `itc.subsample`). The same results always give the same report.
     """
+    from itc.subsample import budget_section
+
     rows = load_results(paths)
     if not rows:
         raise ValueError("no result rows found to report on")
@@ -394,6 +400,12 @@ def write_report(
         else:
             lines += ["", "(Install matplotlib, the `plot` extra, for the plots.)"]
         lines += _coverage_section(here, groups, out, slug, can_plot)
+        if pools:
+            pooled = [
+                r for r in rows if r.get("dataset") == dataset and family(r["config"]) in pools
+            ]
+            baselines = [p for p in here if p.family not in pools]
+            lines += budget_section(pooled, baselines, budgets, out, slug, can_plot)
         lines += _failures_section(here, groups, out, failures_per_config)
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -440,17 +452,13 @@ def _coverage_section(
     for p in sampled:
         name = p.config if _unique_name(p, sampled) else f"{p.config} {p.fingerprint[:8]}"
         curves[name] = coverage_curve(groups[(p.dataset, p.config, p.fingerprint)], ks)
-    lines = [
-        "",
-        "### Coverage (pass@k over graded candidates)",
-        "",
+    lines = table_section(
+        "Coverage (pass@k over graded candidates)",
         "Unbiased pass@k, averaged over problems; a problem with fewer than k candidates counts"
         " as solved if any candidate is correct. Candidates are what the output node returned:"
         " for a vote that is one per distinct answer, not one per sample.",
-        "",
-        "| config | " + " | ".join(f"pass@{k}" for k in ks) + " |",
-        "|---|" + "---:|" * len(ks),
-    ]
+        ["config", *(f"pass@{k}" for k in ks)],
+    )
     for name, curve in curves.items():
         cells = " | ".join(f"{curve[k]:.1%}" if k in curve else "–" for k in ks)
         lines.append(f"| `{_cell(name)}` | {cells} |")
@@ -459,6 +467,19 @@ def _coverage_section(
         plot_coverage(curves, out / file, title=f"Coverage (pass@k): {points[0].dataset}")
         lines += ["", f"![Coverage on {_alt(points[0].dataset)}]({file})"]
     return lines
+
+
+def table_section(title: str, prose: str, columns: Sequence[str]) -> list[str]:
+    """A level-3 heading, a paragraph, and the head of a table whose first column is text."""
+    return [
+        "",
+        f"### {title}",
+        "",
+        prose,
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * (len(columns) - 1),
+    ]
 
 
 def _unique_name(point: Point, points: Sequence[Point]) -> bool:
