@@ -131,7 +131,7 @@ def pool_curves(
     `rows` are benchmark rows of pool configs: every candidate of a row is one sample, with
     its comparable answer `key`, `correct`, `completion_tokens` and `scores`. Tokens at
     budget k are the sampling prompt plus k samples' mean completion, plus, for a scorer,
-    k times its mean cost per candidate (read from the trace's calls under a `scorer` node).
+    k times its mean cost per candidate (read from the trace's calls under its `scorer:NAME` node).
     """
     by_pool: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for row in rows:
@@ -160,14 +160,16 @@ def _point(
         sample_completion = k * mean_completion
         row_tokens = _sampling_prompt_tokens(row) + sample_completion
         if method == "self-consistency":
-            accuracy += vote_accuracy([s.get("key") for s in samples], correct, k)
+            # Rows written before vote keys were recorded fall back to the raw answer.
+            keys = [s.get("key", s.get("answer")) for s in samples]
+            accuracy += vote_accuracy(keys, correct, k)
         elif method == "pass@k":
             accuracy += _pass_at(correct, k)
         else:
             scorer = next(s for s in scorers if method == f"best-of-n ({s})")
             scores = [float(s["scores"][scorer]) for s in samples]
             accuracy += best_of_accuracy(scores, correct, k)
-            row_tokens += k * _scorer_usage(row) / len(samples)
+            row_tokens += k * _scorer_usage(row, scorer) / len(samples)
         tokens += row_tokens
         completion += sample_completion
     count = len(group)
@@ -188,21 +190,26 @@ def _pass_at(correct: Sequence[bool], k: int) -> float:
     return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def _calls(row: Mapping[str, Any], scorer: bool) -> Iterable[Mapping[str, Any]]:
-    """The row's traced calls made by scorers, or by everything else (the sampling)."""
+def _calls(row: Mapping[str, Any], scorer: str | None) -> Iterable[Mapping[str, Any]]:
+    """The row's traced calls made by the scorer named `scorer` (a node path segment
+    `scorer:NAME`), or with None the calls of no scorer at all: the sampling."""
     for event in row.get("trace") or ():
-        if ("scorer" in str(event.get("node", "")).split("/")) == scorer:
+        segments = str(event.get("node", "")).split("/")
+        if scorer is None:
+            if not any(s.startswith("scorer:") for s in segments):
+                yield event
+        elif f"scorer:{scorer}" in segments:
             yield event
 
 
 def _sampling_prompt_tokens(row: Mapping[str, Any]) -> float:
-    return sum(float(e.get("prompt_tokens") or 0) for e in _calls(row, scorer=False))
+    return sum(float(e.get("prompt_tokens") or 0) for e in _calls(row, None))
 
 
-def _scorer_usage(row: Mapping[str, Any]) -> float:
+def _scorer_usage(row: Mapping[str, Any], scorer: str) -> float:
     return sum(
         float(e.get("prompt_tokens") or 0) + float(e.get("completion_tokens") or 0)
-        for e in _calls(row, scorer=True)
+        for e in _calls(row, scorer)
     )
 
 

@@ -192,7 +192,7 @@ async def test_best_of_n_with_judge_scores_in_unit_interval(backend, grader) -> 
     )
     scores = [c.scores["llm_judge"] for c in ranked]
     assert all(0.0 <= s <= 1.0 for s in scores) and scores == sorted(scores, reverse=True)
-    judge_calls = [e for e in ctx.trace.events if e.node.endswith("scorer")]
+    judge_calls = [e for e in ctx.trace.events if e.node.endswith("scorer:llm_judge")]
     assert len(judge_calls) == 3 and all(e.max_tokens == 1 for e in judge_calls)
 
 

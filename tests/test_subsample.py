@@ -101,9 +101,8 @@ def test_budget_outside_the_pool_is_refused() -> None:
 def pool_row(problem: str, samples: list[tuple[str, bool, float]]) -> dict[str, Any]:
     """A bench row of a 4-sample pool ranked by a judge whose calls cost 30 tokens each."""
     trace = [{"node": "sample/inner", "prompt_tokens": 100, "completion_tokens": 200}]
-    trace += [
-        {"node": "judge/scorer", "prompt_tokens": 29, "completion_tokens": 1} for _ in samples
-    ]
+    judged = {"node": "judge/scorer:llm_judge", "prompt_tokens": 29, "completion_tokens": 1}
+    trace += [judged for _ in samples]
     return {
         "dataset": "d",
         "config": "pool",

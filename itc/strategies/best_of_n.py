@@ -33,7 +33,7 @@ class BestOfN(Strategy):
             candidates += await self.inner.run(ctx.child("inner"), [])
         if not candidates:
             return []
-        scores = await self.scorer.score(ctx.child("scorer"), candidates)
+        scores = await self.scorer.score(ctx.child(f"scorer:{self.scorer.type}"), candidates)
         ranked = sorted(
             (c.with_score(self.scorer.type, s) for c, s in zip(candidates, scores, strict=True)),
             key=lambda c: c.scores[self.scorer.type],

@@ -90,7 +90,7 @@ class SelfConsistency(Strategy):
             return
         weights = [1.0] * len(candidates)
         if self.scorer is not None:
-            weights = await self.scorer.score(ctx.child("scorer"), candidates)
+            weights = await self.scorer.score(ctx.child(f"scorer:{self.scorer.type}"), candidates)
         for candidate, weight in zip(candidates, weights, strict=True):
             raw = extract_answer(candidate.text) if self.answer == "math" else candidate.text
             key = None
