@@ -273,6 +273,8 @@ def plot_budget_curves(
     points: Sequence[BudgetPoint], baselines: Sequence[Point], path: Path
 ) -> Path:
     """Two panels: accuracy against the budget k, and against tokens per problem."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     from itc.report import _figure
 
     figure = _figure()
@@ -293,6 +295,8 @@ def plot_budget_curves(
     by_k.set_ylabel("accuracy")
     by_k.set_ylim(-0.02, 1.02)
     by_tokens.set_xscale("log")
+    by_tokens.xaxis.set_major_formatter(ScalarFormatter())
+    by_tokens.xaxis.set_minor_formatter(NullFormatter())
     by_tokens.set_xlabel("tokens per problem")
     for axes in (by_k, by_tokens):
         axes.grid(True, which="both", alpha=0.3)
