@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from itc.report import Point, Row, family, table_section
 from itc.sweep import parse_sweep_option
+from itc.verifiers.math import normalize_number
 
 EXACT_SUBSETS = 20_000
 """Above this many k-subsets a vote is estimated from this many random ones (seeded)."""
@@ -160,8 +161,7 @@ def _point(
         sample_completion = k * mean_completion
         row_tokens = _sampling_prompt_tokens(row) + sample_completion
         if method == "self-consistency":
-            # Rows written before vote keys were recorded fall back to the raw answer.
-            keys = [s.get("key", s.get("answer")) for s in samples]
+            keys = [s["key"] if "key" in s else _legacy_key(s.get("answer")) for s in samples]
             accuracy += vote_accuracy(keys, correct, k)
         elif method == "pass@k":
             accuracy += _pass_at(correct, k)
@@ -183,6 +183,13 @@ def _point(
         tokens_per_problem=tokens / count,
         completion_tokens_per_problem=completion / count,
     )
+
+
+def _legacy_key(answer: str | None) -> str | None:
+    """For rows written before vote keys were recorded: numbers normalised, else the text."""
+    if answer is None:
+        return None
+    return normalize_number(answer) or answer.strip()
 
 
 def _pass_at(correct: Sequence[bool], k: int) -> float:

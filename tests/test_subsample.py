@@ -165,3 +165,12 @@ def test_budgets_option_parsing() -> None:
     assert parse_budgets("3,1") == [1, 3]
     with pytest.raises(ValueError, match="'x'"):
         parse_budgets("1,x")
+
+
+def test_rows_without_vote_keys_group_numbers_by_value() -> None:
+    row = pool_row("p", [("366", True, 0.5), ("366", True, 0.5), ("210", False, 0.5)])
+    for sample, answer in zip(row["candidates"], ["366.0", "366", "210"], strict=True):
+        del sample["key"]
+        sample["answer"] = answer
+    points = {(p.method, p.budget): p for p in pool_curves([row], [3])}
+    assert points[("self-consistency", 3)].accuracy == 1.0  # 366.0 and 366 vote together
