@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from itc.report import Point, Row, family, table_section
+from itc.report import Point, Row, family, pass_at_k, table_section
 from itc.sweep import parse_sweep_option
 from itc.verifiers.math import normalize_number
 
@@ -164,7 +164,7 @@ def _point(
             keys = [s["key"] if "key" in s else _legacy_key(s.get("answer")) for s in samples]
             accuracy += vote_accuracy(keys, correct, k)
         elif method == "pass@k":
-            accuracy += _pass_at(correct, k)
+            accuracy += pass_at_k(len(correct), sum(correct), k)
         else:
             scorer = next(s for s in scorers if method == f"best-of-n ({s})")
             scores = [float(s["scores"][scorer]) for s in samples]
@@ -190,11 +190,6 @@ def _legacy_key(answer: str | None) -> str | None:
     if answer is None:
         return None
     return normalize_number(answer) or answer.strip()
-
-
-def _pass_at(correct: Sequence[bool], k: int) -> float:
-    n, c = len(correct), sum(correct)
-    return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
 def _calls(row: Mapping[str, Any], scorer: str | None) -> Iterable[Mapping[str, Any]]:
