@@ -229,3 +229,11 @@ def test_bad_model_folder_fails_with_log_tail(tmp_path: Path) -> None:
     assert "Last lines of" in message
     assert "no-such-architecture" in message  # the tail of vLLM's own output came along
     assert not server.running
+
+
+def test_cpu_binding_takes_every_core_of_a_small_machine_and_only_free_ones_beside_others() -> None:
+    assert ls.choose_cpu_binding({0, 1}, set()) == "0,1"
+    assert ls.choose_cpu_binding({0}, set()) is None  # one core: nothing to choose
+    assert ls.choose_cpu_binding(set(range(64)), set()) is None  # big: NUMA-aware auto
+    assert ls.choose_cpu_binding({0, 1, 2, 3}, {0}) == "1,2,3"
+    assert ls.choose_cpu_binding({0, 1}, {0, 1}) is None
