@@ -404,7 +404,16 @@ def write_report(
             pooled = [
                 r for r in rows if r.get("dataset") == dataset and family(r["config"]) in pools
             ]
-            baselines = [p for p in here if p.family not in pools]
+            # Baselines on the pool's problems only, so a pool cut short still compares like
+            # with like.
+            pool_problems = {r.get("problem_id") for r in pooled}
+            baselines = accuracy_vs_tokens(
+                r
+                for r in rows
+                if r.get("dataset") == dataset
+                and family(r["config"]) not in pools
+                and r.get("problem_id") in pool_problems
+            )
             lines += budget_section(pooled, baselines, budgets, out, slug, can_plot)
         lines += _failures_section(here, groups, out, failures_per_config)
     report = out / "report.md"

@@ -248,7 +248,8 @@ def budget_section(
         f"Each budget k is priced from the pool's samples ({points[0].problems} problems): the"
         " expected accuracy of the method over every k-subset of a problem's samples (ties"
         " split evenly), and the tokens of k samples (plus k scorer calls for best-of-n)."
-        " pass@k is the oracle: any of k samples right.",
+        " pass@k is the oracle: any of k samples right. Configs run as themselves are"
+        " scored on the same problems.",
         ["method", *(f"k={k}" for k in ks)],
     )
     for method in dict.fromkeys(p.method for p in points):

@@ -140,7 +140,7 @@ def test_report_prices_a_pool_beside_its_baseline(tmp_path: Path) -> None:
     ]
     greedy = [
         {**pool_row(p, [("0", ok, 0.0)]), "config": "greedy", "correct": ok}
-        for p, ok in [("p1", True), ("p2", False)]
+        for p, ok in [("p1", True), ("p2", False), ("p3", True)]  # p3: not in the pool
     ]
     for rows in (pool, greedy):
         for r in rows:
@@ -156,7 +156,8 @@ def test_report_prices_a_pool_beside_its_baseline(tmp_path: Path) -> None:
     section = text.split("### Accuracy by budget", 1)[1]
     assert "| self-consistency | 37.5% (150 tok) | 50.0% (300 tok) |" in section
     assert "| best-of-n (llm_judge) | " in section
-    assert "| `greedy` (run) | 50.0%" in section
+    assert "| `greedy` (run) | 50.0%" in section  # on the pool's problems, without p3
+    assert "| `greedy` | `greedygr` | 66.7%" in text  # the results table has all three
     assert (tmp_path / "out" / "accuracy_by_budget-d.png").read_bytes().startswith(b"\x89PNG")
 
 
