@@ -670,9 +670,8 @@ def _cpus_pinned_by_vllm_workers(proc: Path = Path("/proc")) -> set[int]:
 
 # vLLM's automatic binding keeps one core free for its scheduler process. On a small machine that
 # core is a large share of the compute while the scheduler needs little of it: on 2 cores,
-# Qwen2.5-0.5B decoded 128 sequences at 38-51 tok/s with its worker bound to both cores, against
-# 25.6 tok/s with vLLM's binding (one core), in the same GSM8K run. Idle workers sleep after 1 s,
-# so a second server started beside an idle one still gets the cores.
+# Qwen2.5-0.5B decoded 1.96x faster with its worker bound to both (benchmarks/cpu_binding.py).
+# Idle workers sleep after 1 s, so a second server started beside an idle one still gets cores.
 BIND_ALL_CORES_UP_TO = 4
 
 
