@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ import pytest
 class ServerInfo:
     base_url: str  # http://host:port, without /v1
     model: str  # served model name, as requests must name it
+    log_path: Path | None = None  # the managed server's log; None for $ITC_BASE_URL
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +38,7 @@ def vllm_server() -> Iterator[ServerInfo]:
     server = ManagedServer("smollm2-135m")
     try:
         asyncio.run(server.start())
-        yield ServerInfo(server.base_url, server.served_model_name)
+        yield ServerInfo(server.base_url, server.served_model_name, server.log_path)
     finally:
         server.stop()
 

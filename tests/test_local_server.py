@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -237,3 +238,15 @@ def test_cpu_binding_takes_every_core_of_a_small_machine_and_only_free_ones_besi
     assert ls.choose_cpu_binding(set(range(64)), set()) is None  # big: NUMA-aware auto
     assert ls.choose_cpu_binding({0, 1, 2, 3}, {0}) == "1,2,3"
     assert ls.choose_cpu_binding({0, 1}, {0, 1}) is None
+
+
+@pytest.mark.vllm
+def test_chosen_cpu_binding_reaches_the_worker(vllm_server) -> None:  # type: ignore[no-untyped-def]
+    if vllm_server.log_path is None:
+        pytest.skip("not a managed server")
+    log = vllm_server.log_path.read_text(errors="replace")
+    chosen = re.search(r"^# VLLM_CPU_OMP_THREADS_BIND=(\S+)$", log, re.M)
+    cores = re.search(r"core ids=\[([0-9, ]+)\]", log)
+    assert chosen and cores, log[:2000]
+    if chosen.group(1) != "auto":
+        assert ls._parse_cpu_list(chosen.group(1)) == {int(c) for c in cores.group(1).split(",")}
