@@ -18,8 +18,8 @@ import time
 from itc.backends.vllm import VLLMBackend
 from itc.config import PipelineConfig
 from itc.datasets import load_dataset
-from itc.planner.context import Runtime
 from itc.planner.executor import Planner
+from itc.runtime.context import Runtime
 from itc.strategies.generate import Generate
 from itc.strategies.self_consistency import SelfConsistency
 from itc.verifiers.math import MathGrader

@@ -18,11 +18,11 @@ _EXPORTS = {
     "parse_pipeline": "itc.config",
     "Planner": "itc.planner.executor",
     "ProblemResult": "itc.planner.executor",
-    "Runtime": "itc.planner.context",
-    "NodeContext": "itc.planner.context",
-    "BudgetExhausted": "itc.planner.budget",
+    "Runtime": "itc.runtime.context",
+    "NodeContext": "itc.runtime.context",
+    "BudgetExhausted": "itc.runtime.budget",
     "VLLMBackend": "itc.backends.vllm",
-    "connect": "itc.session",
+    "connect": "itc.backends.connect",
 }
 __all__ = sorted(_EXPORTS)
 

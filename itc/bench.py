@@ -24,8 +24,8 @@ from rich.table import Table
 from itc.backends.base import Backend
 from itc.config import PipelineConfig
 from itc.datasets import Dataset, exact_match
-from itc.planner.context import Runtime
 from itc.planner.executor import Planner, ProblemResult
+from itc.runtime.context import Runtime
 from itc.types import Problem
 from itc.verifiers.code import run_humaneval
 from itc.verifiers.math import MathGrader, extract_answer

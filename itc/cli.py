@@ -62,8 +62,8 @@ def _guard(run):  # type: ignore[no-untyped-def]
 @app.command()
 def setup(model: Model = None) -> None:
     """Prepare the local server's cached environment and model (idempotent)."""
+    from itc.backends.connect import DEFAULT_MODEL
     from itc.backends.local_server import ensure_model, ensure_server_env
-    from itc.session import DEFAULT_MODEL
 
     _guard(lambda: (ensure_server_env(console), ensure_model(model or DEFAULT_MODEL, console)))
     console.print("[green]ready[/]")
@@ -75,8 +75,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1; default: free.")] = None,
 ) -> None:
     """Run the local vLLM server in the foreground for other clients (Ctrl-C stops it)."""
+    from itc.backends.connect import DEFAULT_MODEL
     from itc.backends.local_server import serve_forever
-    from itc.session import DEFAULT_MODEL
 
     _guard(lambda: serve_forever(model or DEFAULT_MODEL, port, console))
 
@@ -91,9 +91,9 @@ def run(
     trace_json: Annotated[Path | None, typer.Option(help="Write the full trace here.")] = None,
 ) -> None:
     """Answer one problem with a pipeline; print the answer, usage and a trace summary."""
-    from itc.planner.context import Runtime
+    from itc.backends.connect import connect
     from itc.planner.executor import Planner
-    from itc.session import connect
+    from itc.runtime.context import Runtime
     from itc.types import Problem
     from itc.verifiers.math import MathGrader
 
@@ -180,10 +180,10 @@ def bench(
     Rerunning the same command resumes: finished problems are skipped.
     """
     from itc.backends.cache import CachedBackend
+    from itc.backends.connect import connect
     from itc.bench import run_benchmark, summary_table
     from itc.datasets import load_dataset, parse_fields
     from itc.report import write_report
-    from itc.session import connect
     from itc.sweep import expand_sweeps, parse_sweep_options
 
     def prepare():  # type: ignore[no-untyped-def]

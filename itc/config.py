@@ -19,8 +19,21 @@ import networkx as nx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from itc.strategies.base import Component, Strategy, StrategyNode
+from itc.nodes import Component, Strategy, StrategyNode
+from itc.strategies.best_of_n import BestOfN
+from itc.strategies.generate import Generate
+from itc.strategies.self_consistency import SelfConsistency
 from itc.types import Budget
+from itc.verifiers.judge import LLMJudge
+from itc.verifiers.self_certainty import SelfCertainty
+
+BUILTIN_COMPONENTS: tuple[type[Component], ...] = (
+    Generate,
+    BestOfN,
+    SelfConsistency,
+    LLMJudge,
+    SelfCertainty,
+)
 
 
 class ConfigError(ValueError):
@@ -65,8 +78,6 @@ class Registry:
     @classmethod
     def default(cls) -> Registry:
         """Built-in components plus plugins registered under the `itc.components` entry point."""
-        from itc.components import BUILTIN_COMPONENTS
-
         registry = cls(BUILTIN_COMPONENTS)
         for entry in entry_points(group="itc.components"):
             registry.register(entry.load())

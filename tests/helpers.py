@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from itc.backends.scripted import Script, ScriptedBackend
-from itc.planner.budget import Ledger
-from itc.planner.context import NodeContext, Runtime
-from itc.planner.trace import Trace
+from itc.runtime.budget import Ledger
+from itc.runtime.context import NodeContext, Runtime
+from itc.runtime.trace import Trace
 from itc.types import Budget, Problem
 
 PROBLEM = Problem(id="p1", prompt="What is two plus two ?", answer="4")

@@ -8,7 +8,7 @@ import pytest
 
 from itc.backends.base import GenerationRequest
 from itc.backends.scripted import ScriptedBackend
-from itc.planner.budget import BudgetExhausted, Ledger
+from itc.runtime.budget import BudgetExhausted, Ledger
 from itc.strategies.generate import Generate
 from itc.types import Budget, Message, Usage
 from tests.helpers import answers, context

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
+from itc.backends.connect import connect
 from itc.backends.local_server import MODELS
 from itc.config import PipelineConfig
-from itc.planner.context import Runtime
 from itc.planner.executor import Planner
-from itc.session import connect
+from itc.runtime.context import Runtime
 from itc.strategies.generate import Generate
 from itc.types import Problem
 from itc.verifiers.math import MathGrader

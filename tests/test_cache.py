@@ -5,8 +5,8 @@ from __future__ import annotations
 from itc.backends.cache import CachedBackend
 from itc.backends.scripted import ScriptedBackend
 from itc.config import PipelineConfig
-from itc.planner.context import Runtime
 from itc.planner.executor import Planner
+from itc.runtime.context import Runtime
 from itc.strategies.generate import Generate
 from itc.strategies.self_consistency import SelfConsistency
 from tests.helpers import PROBLEM, answers

@@ -16,10 +16,10 @@ from itc.backends.vllm import VLLMBackend
 from itc.bench import run_benchmark
 from itc.config import PipelineConfig, load_pipeline, parse_pipeline
 from itc.datasets import load_dataset
-from itc.planner.budget import Ledger
-from itc.planner.context import NodeContext, Runtime
 from itc.planner.executor import Planner
-from itc.planner.trace import Trace
+from itc.runtime.budget import Ledger
+from itc.runtime.context import NodeContext, Runtime
+from itc.runtime.trace import Trace
 from itc.strategies.best_of_n import BestOfN
 from itc.strategies.generate import Generate
 from itc.strategies.self_consistency import EarlyStop, SelfConsistency

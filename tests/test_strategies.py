@@ -6,8 +6,8 @@ import pytest
 
 from itc.backends.scripted import ScriptedBackend
 from itc.config import PipelineConfig
-from itc.planner.context import Runtime
 from itc.planner.executor import Planner
+from itc.runtime.context import Runtime
 from itc.strategies.best_of_n import BestOfN
 from itc.strategies.generate import Generate
 from itc.strategies.self_consistency import EarlyStop, SelfConsistency, Tally
@@ -134,7 +134,7 @@ async def test_budget_exhaustion_is_reported_not_raised() -> None:
 
 from typing import Literal  # noqa: E402
 
-from itc.strategies.base import Scorer  # noqa: E402
+from itc.nodes import Scorer  # noqa: E402
 
 
 class ByLength(Scorer):

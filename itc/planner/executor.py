@@ -14,9 +14,9 @@ import networkx as nx
 from pydantic import BaseModel, Field
 
 from itc.config import PipelineConfig
-from itc.planner.budget import BudgetExhausted, Ledger
-from itc.planner.context import NodeContext, Runtime
-from itc.planner.trace import Trace
+from itc.runtime.budget import BudgetExhausted, Ledger
+from itc.runtime.context import NodeContext, Runtime
+from itc.runtime.trace import Trace
 from itc.types import Budget, Candidate, Problem, Usage
 from itc.verifiers.math import extract_answer
 

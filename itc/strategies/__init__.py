@@ -5,7 +5,7 @@ from __future__ import annotations
 from itc._lazy import lazy_exports
 
 _EXPORTS = {
-    "Strategy": "itc.strategies.base",
+    "Strategy": "itc.nodes",
     "Generate": "itc.strategies.generate",
     "BestOfN": "itc.strategies.best_of_n",
     "SelfConsistency": "itc.strategies.self_consistency",

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from itc.planner.context import NodeContext
-from itc.strategies.base import ScorerNode, Strategy, StrategyNode
+from itc.nodes import ScorerNode, Strategy, StrategyNode
+from itc.runtime.context import NodeContext
 from itc.strategies.generate import Generate
 from itc.types import Candidate
 from itc.verifiers.self_certainty import SelfCertainty

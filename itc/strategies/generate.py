@@ -7,9 +7,22 @@ from typing import Literal
 from pydantic import Field
 
 from itc.backends.base import GenerationRequest
-from itc.planner.context import NodeContext
-from itc.strategies.base import Strategy, render_messages
-from itc.types import Candidate
+from itc.nodes import Strategy
+from itc.runtime.context import NodeContext
+from itc.types import Candidate, Message, Problem
+
+
+def render_messages(
+    problem: Problem, template: str = "{question}", system: str | None = None
+) -> tuple[Message, ...]:
+    """The chat a generator sends: the problem's own chat, or its prompt in a template."""
+    if problem.messages is not None:
+        messages = problem.messages
+    else:
+        messages = (Message(role="user", content=template.format(question=problem.question)),)
+    if system is not None and messages[0].role != "system":
+        messages = (Message(role="system", content=system), *messages)
+    return messages
 
 
 class Generate(Strategy):

@@ -8,9 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from itc.planner.budget import BudgetExhausted
-from itc.planner.context import NodeContext
-from itc.strategies.base import ScorerNode, Strategy, StrategyNode
+from itc.nodes import ScorerNode, Strategy, StrategyNode
+from itc.runtime.budget import BudgetExhausted
+from itc.runtime.context import NodeContext
 from itc.strategies.generate import Generate
 from itc.types import Candidate
 from itc.verifiers.math import extract_answer

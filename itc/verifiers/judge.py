@@ -9,8 +9,8 @@ from typing import Literal
 from pydantic import Field
 
 from itc.backends.base import GenerationRequest, StructuredOutputs
-from itc.planner.context import NodeContext
-from itc.strategies.base import Scorer
+from itc.nodes import Scorer
+from itc.runtime.context import NodeContext
 from itc.types import Candidate, Message
 
 DEFAULT_TEMPLATE = (

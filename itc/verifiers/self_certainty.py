@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from itc.planner.context import NodeContext
-from itc.strategies.base import Scorer
+from itc.nodes import Scorer
+from itc.runtime.context import NodeContext
 from itc.types import Candidate
 
 

@@ -11,26 +11,38 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from itc.backends.base import Backend, GenerationRequest, GenerationResult, StreamProgress
-from itc.planner.budget import BudgetExhausted, Ledger
-from itc.planner.trace import CallEvent, Trace
+from itc.runtime.budget import BudgetExhausted, Ledger
+from itc.runtime.trace import CallEvent, Trace
 from itc.types import Problem, Usage
-from itc.verifiers.math import MathGrader
 
 T = TypeVar("T")
+
+
+class Grader(Protocol):
+    """Answer equivalence a node may use (votes group by `canonical_key`). The runtime only
+    sees this protocol; `itc.verifiers.math.MathGrader` is the math-verify implementation."""
+
+    async def canonical_key(self, answer: str) -> str | None: ...
+
+    async def is_equivalent(self, gold: str, predicted: str) -> bool: ...
 
 
 @dataclass
 class Runtime:
     """What one run shares across all its problems: the server, the in-flight limit, the
-    grader's process pool. Owned by the planner; nothing here is global."""
+    grader (a math-verify process pool, say). Owned by the planner; nothing here is global.
+
+    With no grader, answers are compared by their cheap exact forms (numbers normalised,
+    text trimmed); give one for symbolic equivalence.
+    """
 
     backend: Backend
     max_in_flight: int = 32
-    grader: MathGrader = field(default_factory=MathGrader)
+    grader: Grader | None = None
 
     warm_prefixes: bool = False
     """Off by default: benchmarks/prefix_warming.py measured no gain on vLLM 0.32, whose
@@ -94,7 +106,7 @@ class NodeContext:
         )
 
     @property
-    def grader(self) -> MathGrader:
+    def grader(self) -> Grader | None:
         return self.runtime.grader
 
     def seed_for(self, seed: int | None) -> int | None:

@@ -13,8 +13,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, SerializeAsAny
 
-from itc.planner.context import NodeContext
-from itc.types import Candidate, Message, Problem
+from itc.runtime.context import NodeContext
+from itc.types import Candidate
 
 
 class Component(BaseModel):
@@ -51,17 +51,3 @@ class Scorer(Component):
 
 StrategyNode = SerializeAsAny[Strategy]
 ScorerNode = SerializeAsAny[Scorer]
-
-
-def render_messages(
-    problem: Problem, template: str = "{question}", system: str | None = None
-) -> tuple[Message, ...]:
-    """The chat a generator sends: the problem's own chat, or its prompt in a template."""
-    if problem.messages is not None:
-        messages = problem.messages
-    else:
-        messages = (Message(role="user", content=template.format(question=problem.question)),)
-    if system is not None and messages[0].role != "system":
-        messages = (Message(role="system", content=system), *messages)
-    return messages
-
