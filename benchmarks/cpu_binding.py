@@ -15,7 +15,8 @@ import asyncio
 import time
 
 from itc.backends.base import GenerationRequest
-from itc.backends.local_server import ManagedServer, default_cpu_binding
+from itc.backends.local.resources import default_cpu_binding
+from itc.backends.local.server import ManagedServer
 from itc.backends.vllm import VLLMBackend
 from itc.types import Message
 

@@ -16,8 +16,8 @@ import asyncio
 import time
 
 from itc.backends.vllm import VLLMBackend
+from itc.bench.datasets import load_dataset
 from itc.config import PipelineConfig
-from itc.datasets import load_dataset
 from itc.planner.executor import Planner
 from itc.runtime.context import Runtime
 from itc.strategies.generate import Generate

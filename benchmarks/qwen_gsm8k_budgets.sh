@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Greedy, self-consistency and best-of-N at budgets 1..16 on GSM8K with the larger bundled
 # model (Qwen2.5-Coder-0.5B-Instruct). Greedy runs as itself; the sampling strategies are
-# priced at every budget from one pool of 16 samples per problem (itc/subsample.py).
+# priced at every budget from one pool of 16 samples per problem (itc/bench/pools.py).
 # Resumable: rerun the same command after a crash or a stop and finished problems are kept.
 # Usage: LIMIT=50 bash benchmarks/qwen_gsm8k_budgets.sh [--base-url URL]
 # POOL_CONCURRENCY requests of 16 samples each are in flight: 8 keeps a CPU server's batch

@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from itc.backends.base import BackendError
-from itc.backends.local_server import ServerStartError, SetupError
+from itc.backends.local.errors import ServerStartError, SetupError
+from itc.bench.datasets import DatasetError
 from itc.config import ConfigError, PipelineConfig, load_pipeline
-from itc.datasets import DatasetError
 
 app = typer.Typer(
     help="Inference-time compute: composable strategies against a vLLM server.",
@@ -63,7 +63,8 @@ def _guard(run):  # type: ignore[no-untyped-def]
 def setup(model: Model = None) -> None:
     """Prepare the local server's cached environment and model (idempotent)."""
     from itc.backends.connect import DEFAULT_MODEL
-    from itc.backends.local_server import ensure_model, ensure_server_env
+    from itc.backends.local.environment import ensure_server_env
+    from itc.backends.local.models import ensure_model
 
     _guard(lambda: (ensure_server_env(console), ensure_model(model or DEFAULT_MODEL, console)))
     console.print("[green]ready[/]")
@@ -76,7 +77,7 @@ def serve(
 ) -> None:
     """Run the local vLLM server in the foreground for other clients (Ctrl-C stops it)."""
     from itc.backends.connect import DEFAULT_MODEL
-    from itc.backends.local_server import serve_forever
+    from itc.backends.local.server import serve_forever
 
     _guard(lambda: serve_forever(model or DEFAULT_MODEL, port, console))
 
@@ -181,10 +182,10 @@ def bench(
     """
     from itc.backends.cache import CachedBackend
     from itc.backends.connect import connect
-    from itc.bench import run_benchmark, summary_table
-    from itc.datasets import load_dataset, parse_fields
-    from itc.report import write_report
-    from itc.sweep import expand_sweeps, parse_sweep_options
+    from itc.bench.datasets import load_dataset, parse_fields
+    from itc.bench.report import write_report
+    from itc.bench.runner import run_benchmark, summary_table
+    from itc.bench.sweep import expand_sweeps, parse_sweep_options
 
     def prepare():  # type: ignore[no-untyped-def]
         pipelines = [load_pipeline(path) for path in configs]
@@ -239,8 +240,8 @@ def report_command(
     ] = "1..16",
 ) -> None:
     """Write a markdown report (tables, accuracy-vs-tokens and coverage plots) from results."""
-    from itc.report import write_report
-    from itc.subsample import parse_budgets
+    from itc.bench.pools import parse_budgets
+    from itc.bench.report import write_report
 
     def go() -> Path:
         try:

@@ -13,17 +13,18 @@ import typing
 from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import networkx as nx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from itc.nodes import Component, Strategy, StrategyNode
+from itc.nodes import Answer, AnswerNode, Component, Strategy, StrategyNode
 from itc.strategies.best_of_n import BestOfN
 from itc.strategies.generate import Generate
 from itc.strategies.self_consistency import SelfConsistency
 from itc.types import Budget
+from itc.verifiers.answers import BUILTIN_ANSWERS, MathAnswer
 from itc.verifiers.judge import LLMJudge
 from itc.verifiers.self_certainty import SelfCertainty
 
@@ -33,6 +34,7 @@ BUILTIN_COMPONENTS: tuple[type[Component], ...] = (
     SelfConsistency,
     LLMJudge,
     SelfCertainty,
+    *BUILTIN_ANSWERS,
 )
 
 
@@ -106,9 +108,14 @@ def _component_slot(annotation: Any) -> tuple[type[Component], bool] | None:
 def build_component(
     data: Any, expected: type[Component], registry: Registry, where: str
 ) -> Component:
-    """Validate a component from plain data, choosing classes by `type` all the way down."""
+    """Validate a component from plain data, choosing classes by `type` all the way down.
+
+    A bare name stands for that component with its defaults (`answer: math`).
+    """
     if isinstance(data, expected):
         return data
+    if isinstance(data, str):
+        data = {"type": data}
     if not isinstance(data, Mapping):
         raise ConfigError("", [f"{where}: expected a mapping with a 'type', got {data!r:.80}"])
     component = registry.lookup(data.get("type"), expected, where)
@@ -158,7 +165,7 @@ class PipelineConfig(BaseModel):
     nodes: dict[str, StrategyNode] = Field(min_length=1)
     output: str | None = None
     budget: Budget = Budget()
-    answer: Literal["math", "text"] = "math"
+    answer: AnswerNode = MathAnswer()
     description: str | None = None
 
     @model_validator(mode="after")
@@ -225,16 +232,25 @@ def parse_pipeline(
             raise ConfigError("", [f"<root>: expected a mapping, got {type(data).__name__}"])
         data = dict(data)
         if "type" in data:
+            # One node standing for a pipeline: its `answer` is the pipeline's too.
             pipeline_fields = {k: data.pop(k) for k in ("name", "budget", "answer") if k in data}
+            node_class = registry.lookup(data["type"], Strategy, "nodes.main")
+            if "answer" in pipeline_fields and "answer" in node_class.model_fields:
+                data["answer"] = pipeline_fields["answer"]
             data = {**pipeline_fields, "nodes": {"main": data}}
         nodes = data.get("nodes")
         if not isinstance(nodes, Mapping) or not nodes:
             raise ConfigError("", ["nodes: expected a mapping of node names to nodes"])
         problems: list[str] = []
-        built: dict[str, Component] = {}
+        built: dict[str, Any] = {}
         for name, node in nodes.items():
             try:
                 built[name] = build_component(node, Strategy, registry, f"nodes.{name}")
+            except ConfigError as error:
+                problems.extend(error.problems)
+        if data.get("answer") is not None:
+            try:
+                data["answer"] = build_component(data["answer"], Answer, registry, "answer")
             except ConfigError as error:
                 problems.extend(error.problems)
         if problems:

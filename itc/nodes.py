@@ -1,20 +1,27 @@
-"""The one node contract every strategy follows.
+"""The one node contract every strategy follows, and the other parts a pipeline is made of.
 
 A strategy is a pydantic model (so it is config data: it validates, dumps to YAML/JSON and
 loads back) with one async method, `run(ctx, inputs) -> candidates`, best first. `inputs`
 are the candidates of the node's parents in the pipeline graph; a nested strategy (an
 `inner` field) is run by its parent through `ctx.child(...)`. Strategies never see HTTP:
-all they can do is ask `ctx.generate`.
+all they can do is ask `ctx.generate`. Scorers turn candidates into scores; an `Answer` says
+how a final answer is read from a solution, keyed for votes and graded against a gold answer.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, SerializeAsAny
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializeAsAny,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
-from itc.runtime.context import NodeContext
-from itc.types import Candidate
+from itc.runtime.context import Grader, NodeContext
+from itc.types import Candidate, Problem
 
 
 class Component(BaseModel):
@@ -39,15 +46,63 @@ class Strategy(Component):
         """Upper bound on how many candidates one run returns, if known (for early stops)."""
         return None
 
+    def wants_input_logprobs(self) -> bool:
+        """Whether this node reads the token logprobs of its graph inputs (so the planner
+        asks the nodes feeding it to request them)."""
+        return False
+
 
 class Scorer(Component):
     """Turns candidates into scores in [0, 1], higher is better."""
 
     kind: ClassVar[str] = "scorer"
+    needs_token_logprobs: ClassVar[bool] = False
+    """Whether scores are read from the candidates' token logprobs (requested only then)."""
 
     async def score(self, ctx: NodeContext, candidates: list[Candidate]) -> list[float]:
         raise NotImplementedError
 
 
+class Answer(Component):
+    """How final answers are read, compared and graded: one kind per answer shape.
+
+    The planner uses `extract` for a pipeline's answer, a vote groups candidates by `key`, and
+    the benchmark runner grades with `is_correct`, so all three agree. A kind with default
+    settings is written as its bare name (`answer: math`) in configs.
+    """
+
+    kind: ClassVar[str] = "answer"
+    needs_grader: ClassVar[bool] = False
+    """Whether `key`/`is_correct` are only exact with a `Grader` (math-verify for math)."""
+
+    def extract(self, text: str) -> str | None:
+        """The final answer stated in `text`, or None when it states none."""
+        raise NotImplementedError
+
+    async def key(self, answer: str, grader: Grader | None = None) -> str | None:
+        """Equal keys mean equivalent answers."""
+        raise NotImplementedError
+
+    async def is_correct(
+        self, problem: Problem, answer: str | None, text: str | None, grader: Grader | None = None
+    ) -> bool | None:
+        """Whether the answer (or, for kinds that need it, the whole text) solves `problem`;
+        None when the problem has no gold answer to compare with."""
+        raise NotImplementedError
+
+    def read(self, candidate: Candidate) -> str | None:
+        """The candidate's answer: the one a node already read, else extracted from its text."""
+        return candidate.answer if candidate.answer is not None else self.extract(candidate.text)
+
+    @model_serializer(mode="wrap")
+    def _short_form(self, handler: SerializerFunctionWrapHandler) -> Any:
+        defaults = all(
+            getattr(self, name) == field.get_default(call_default_factory=True)
+            for name, field in type(self).model_fields.items()
+        )
+        return self.type if defaults else handler(self)
+
+
 StrategyNode = SerializeAsAny[Strategy]
 ScorerNode = SerializeAsAny[Scorer]
+AnswerNode = SerializeAsAny[Answer]

@@ -33,7 +33,7 @@ def vllm_server() -> Iterator[ServerInfo]:
         yield ServerInfo(base_url, model)
         return
 
-    from itc.backends.local_server import ManagedServer
+    from itc.backends.local.server import ManagedServer
 
     server = ManagedServer("smollm2-135m")
     try:
@@ -41,6 +41,17 @@ def vllm_server() -> Iterator[ServerInfo]:
         yield ServerInfo(server.base_url, server.served_model_name, server.log_path)
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def backend(vllm_server: ServerInfo):  # type: ignore[no-untyped-def]
+    """A `VLLMBackend` on the test session's real server, closed after the test."""
+    from itc.backends.vllm import VLLMBackend
+
+    backend = VLLMBackend(vllm_server.base_url, vllm_server.model)
+    await backend.resolve_model()
+    yield backend
+    await backend.aclose()
 
 
 def _first_model(base_url: str) -> str:

@@ -6,10 +6,10 @@ import json
 
 from itc.backends.base import BackendError
 from itc.backends.scripted import ScriptedBackend
-from itc.bench import run_benchmark
+from itc.bench.datasets import Dataset
+from itc.bench.results import load_results
+from itc.bench.runner import run_benchmark
 from itc.config import PipelineConfig
-from itc.datasets import Dataset
-from itc.report import load_results
 from itc.strategies.generate import Generate
 from itc.types import Problem
 

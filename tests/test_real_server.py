@@ -13,9 +13,9 @@ import pytest
 
 from itc.backends.base import BackendError, GenerationRequest, StructuredOutputs
 from itc.backends.vllm import VLLMBackend
-from itc.bench import run_benchmark
+from itc.bench.datasets import load_dataset
+from itc.bench.runner import run_benchmark
 from itc.config import PipelineConfig, load_pipeline, parse_pipeline
-from itc.datasets import load_dataset
 from itc.planner.executor import Planner
 from itc.runtime.budget import Ledger
 from itc.runtime.context import NodeContext, Runtime
@@ -36,14 +36,6 @@ WORD = Problem(
     prompt="Tom has 3 apples and buys 4 more. How many apples does he have?",
     answer="7",
 )
-
-
-@pytest.fixture
-async def backend(vllm_server):  # type: ignore[no-untyped-def]
-    backend = VLLMBackend(vllm_server.base_url, vllm_server.model)
-    await backend.resolve_model()
-    yield backend
-    await backend.aclose()
 
 
 @pytest.fixture

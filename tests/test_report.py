@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from itc.report import (
+from itc.bench.plots import plot_coverage
+from itc.bench.report import write_report
+from itc.bench.results import (
     SOURCE_FIELD,
     accuracy_vs_tokens,
     coverage_curve,
     load_results,
     pass_at_k,
-    plot_coverage,
     wilson_interval,
-    write_report,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

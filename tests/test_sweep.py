@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from itc.bench.sweep import expand_sweep, parse_sweep_options
+from itc.bench.values import parse_sweep_option
 from itc.config import ConfigError, PipelineConfig
 from itc.strategies.best_of_n import BestOfN
 from itc.strategies.generate import Generate
 from itc.strategies.self_consistency import SelfConsistency
-from itc.sweep import expand_sweep, parse_sweep_option, parse_sweep_options
 
 SC = PipelineConfig.single(SelfConsistency(inner=Generate(n=2)), name="sc")
 
@@ -146,9 +147,9 @@ def test_options_feed_expand_sweep() -> None:
 
 
 def test_expand_sweeps_keeps_baselines_and_rejects_partial_or_absent_paths() -> None:
+    from itc.bench.sweep import expand_sweeps
     from itc.strategies.generate import Generate
     from itc.strategies.self_consistency import SelfConsistency
-    from itc.sweep import expand_sweeps
 
     greedy = PipelineConfig.single(Generate(temperature=0.0), name="greedy")
     sc = PipelineConfig.single(SelfConsistency(inner=Generate(n=2)), name="sc")

@@ -53,6 +53,8 @@ class GenerationRequest(BaseModel):
     seed: int | None = None
     stop: tuple[str, ...] = ()
     include_stop_str_in_output: bool = False
+    logprobs: bool = False
+    """Return each sampled token's logprob (self-certainty needs them; most calls do not)."""
     top_logprobs: int = Field(default=0, ge=0, le=20)
     prompt_logprobs: int | None = Field(default=None, ge=0, le=20)
     echo: bool = False

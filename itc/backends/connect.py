@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from rich.console import Console
 
-from itc.backends.local_server import ManagedServer
+from itc.backends.local.server import ManagedServer
 from itc.backends.vllm import VLLMBackend
 
 DEFAULT_MODEL = "smollm2-135m"

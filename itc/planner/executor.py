@@ -18,7 +18,6 @@ from itc.runtime.budget import BudgetExhausted, Ledger
 from itc.runtime.context import NodeContext, Runtime
 from itc.runtime.trace import Trace
 from itc.types import Budget, Candidate, Problem, Usage
-from itc.verifiers.math import extract_answer
 
 
 class ProblemResult(BaseModel):
@@ -55,13 +54,7 @@ class Planner:
         except Exception as failure:  # one broken problem must not sink a whole run
             error = f"{type(failure).__name__}: {failure}"
         best = candidates[0] if candidates else None
-        answer = None
-        if best is not None:
-            answer = best.answer
-            if answer is None and pipeline.answer == "math":
-                answer = extract_answer(best.text)
-            elif answer is None:
-                answer = best.text.strip()
+        answer = pipeline.answer.read(best) if best is not None else None
         usage = ledger.spent.model_copy(update={"wall_time": time.monotonic() - started})
         return ProblemResult(
             problem_id=problem.id,
@@ -81,7 +74,8 @@ class Planner:
         async def run_node(name: str) -> list[Candidate]:
             parents = [outputs[p] for p in graph.predecessors(name)]
             inputs = [c for batch in await asyncio.gather(*parents) for c in batch]
-            return await pipeline.nodes[name].run(root.child(name), inputs)
+            wants = any(pipeline.nodes[c].wants_input_logprobs() for c in graph.successors(name))
+            return await pipeline.nodes[name].run(root.child(name, wants_logprobs=wants), inputs)
 
         for name in nx.topological_sort(graph):
             outputs[name] = asyncio.create_task(run_node(name))

@@ -92,8 +92,12 @@ class NodeContext:
     trace: Trace
     path: str = ""
     rollout: int = 0
+    wants_logprobs: bool = False
+    """Set by a parent whose scorer reads token logprobs, so samplers below ask for them."""
 
-    def child(self, name: str, rollout: int | None = None) -> NodeContext:
+    def child(
+        self, name: str, rollout: int | None = None, wants_logprobs: bool | None = None
+    ) -> NodeContext:
         """A context for a nested node; `rollout` tells repeated runs apart (seeds, cache)."""
         path = f"{self.path}/{name}" if self.path else name
         return NodeContext(
@@ -103,6 +107,7 @@ class NodeContext:
             self.trace,
             path,
             self.rollout if rollout is None else rollout,
+            self.wants_logprobs if wants_logprobs is None else wants_logprobs,
         )
 
     @property

@@ -27,10 +27,14 @@ class BestOfN(Strategy):
     def max_outputs(self) -> int:
         return self.keep
 
+    def wants_input_logprobs(self) -> bool:
+        return self.scorer.needs_token_logprobs
+
     async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:
         candidates = list(inputs)
         if self.inner is not None:
-            candidates += await self.inner.run(ctx.child("inner"), [])
+            wants = ctx.wants_logprobs or self.scorer.needs_token_logprobs
+            candidates += await self.inner.run(ctx.child("inner", wants_logprobs=wants), [])
         if not candidates:
             return []
         scores = await self.scorer.score(ctx.child(f"scorer:{self.scorer.type}"), candidates)

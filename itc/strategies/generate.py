@@ -51,6 +51,7 @@ class Generate(Strategy):
             max_tokens=self.max_tokens,
             seed=ctx.seed_for(self.seed),
             stop=self.stop,
+            logprobs=ctx.wants_logprobs or self.top_logprobs > 0,
             top_logprobs=self.top_logprobs,
         )
 

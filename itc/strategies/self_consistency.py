@@ -8,12 +8,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from itc.nodes import ScorerNode, Strategy, StrategyNode
+from itc.nodes import AnswerNode, ScorerNode, Strategy, StrategyNode
 from itc.runtime.budget import BudgetExhausted
 from itc.runtime.context import NodeContext
 from itc.strategies.generate import Generate
 from itc.types import Candidate
-from itc.verifiers.math import extract_answer
+from itc.verifiers.answers import MathAnswer
 
 
 class EarlyStop(BaseModel):
@@ -71,12 +71,15 @@ class SelfConsistency(Strategy):
     type: Literal["self_consistency"] = "self_consistency"
     inner: StrategyNode | None = Generate(n=8)
     repeats: int = Field(default=1, ge=1)
-    answer: Literal["math", "text"] = "math"
+    answer: AnswerNode = MathAnswer()
     scorer: ScorerNode | None = None
     early_stop: EarlyStop | None = None
 
     def max_outputs(self) -> int | None:
         return None
+
+    def wants_input_logprobs(self) -> bool:
+        return self.scorer is not None and self.scorer.needs_token_logprobs
 
     async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:
         tally = Tally()
@@ -92,11 +95,9 @@ class SelfConsistency(Strategy):
         if self.scorer is not None:
             weights = await self.scorer.score(ctx.child(f"scorer:{self.scorer.type}"), candidates)
         for candidate, weight in zip(candidates, weights, strict=True):
-            raw = extract_answer(candidate.text) if self.answer == "math" else candidate.text
-            key = None
-            if raw is not None:
-                key = await ctx.grader.canonical_key(raw) if self.answer == "math" else raw.strip()
-            tally.add(key, candidate.model_copy(update={"answer": raw}), weight)
+            answer = self.answer.read(candidate)
+            key = None if answer is None else await self.answer.key(answer, ctx.grader)
+            tally.add(key, candidate.model_copy(update={"answer": answer}), weight)
 
     async def _sample(self, ctx: NodeContext, tally: Tally) -> None:
         assert self.inner is not None
@@ -104,7 +105,11 @@ class SelfConsistency(Strategy):
         per_run = inner.max_outputs()
 
         async def one_run(rollout: int) -> None:
-            run_ctx = ctx.child("inner", rollout=ctx.rollout * self.repeats + rollout)
+            run_ctx = ctx.child(
+                "inner",
+                rollout=ctx.rollout * self.repeats + rollout,
+                wants_logprobs=ctx.wants_logprobs or self.wants_input_logprobs(),
+            )
             await self._count(ctx, tally, await inner.run(run_ctx, []))
 
         pending = {asyncio.create_task(one_run(i)) for i in range(self.repeats)}

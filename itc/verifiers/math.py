@@ -532,9 +532,3 @@ class MathGrader:
         except TimeoutError:
             return False
 
-    async def grade(self, gold: str, solution_text: str) -> bool:
-        """Extract the final answer from ``solution_text`` and compare it with ``gold``."""
-        answer = extract_answer(solution_text)
-        if answer is None:
-            return False
-        return await self.is_equivalent(gold, answer)

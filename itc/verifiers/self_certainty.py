@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 from itc.nodes import Scorer
 from itc.runtime.context import NodeContext
@@ -14,6 +14,7 @@ class SelfCertainty(Scorer):
     """exp(mean token logprob) of the candidate: in (0, 1], no extra LLM call."""
 
     type: Literal["self_certainty"] = "self_certainty"
+    needs_token_logprobs: ClassVar[bool] = True
 
     async def score(self, ctx: NodeContext, candidates: list[Candidate]) -> list[float]:
         return [

@@ -1,6 +1,6 @@
 """Convert a GGUF model into a float32 safetensors folder that vLLM's CPU backend can serve.
 
-Run by ``local_server.ensure_model`` with the server venv's python (it needs torch, transformers
+Run by ``models.ensure_model`` with the server venv's python (it needs torch, transformers
 and gguf, which the itc venv does not have), so it imports nothing from itc:
 
     python _convert_gguf.py MODEL.gguf OUT_DIR

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from itc.report import write_report
-from itc.subsample import best_of_accuracy, parse_budgets, pool_curves, vote_accuracy
+from itc.bench.pools import best_of_accuracy, parse_budgets, pool_curves, vote_accuracy
+from itc.bench.report import write_report
 
 
 def brute_vote(keys: list[str | None], correct: list[bool], k: int) -> float:

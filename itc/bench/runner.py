@@ -22,13 +22,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from itc.backends.base import Backend
+from itc.bench.datasets.base import Dataset
 from itc.config import PipelineConfig
-from itc.datasets import Dataset, exact_match
 from itc.planner.executor import Planner, ProblemResult
-from itc.runtime.context import Runtime
+from itc.runtime.context import Grader, Runtime
 from itc.types import Problem
-from itc.verifiers.code import run_humaneval
-from itc.verifiers.math import MathGrader, extract_answer
+from itc.verifiers.math import MathGrader
 
 
 class Summary(BaseModel):
@@ -169,34 +168,22 @@ async def _run_one(
 
 
 class Grading:
-    """Grades answers the way each dataset asks, sharing one math process pool and
-    capping how many code sandboxes run at once."""
+    """Grades answers by the dataset's answer kind, sharing one math process pool and
+    capping how many gradings (code sandboxes above all) run at once."""
 
-    def __init__(self, math: MathGrader, sandboxes: int = 2) -> None:
-        self.math = math
+    def __init__(self, grader: Grader | None, sandboxes: int = 2) -> None:
+        self.grader = grader
         self._sandboxes = asyncio.Semaphore(sandboxes)
 
     async def __call__(
         self, dataset: Dataset, problem: Problem, answer: str | None, text: str | None
     ) -> bool | None:
-        if dataset.grader == "humaneval":
-            if text is None:
-                return False
-            async with self._sandboxes:
-                return (await run_humaneval(problem, text)).passed
-        if problem.answer is None:
-            return None
-        if dataset.grader == "exact":
-            return exact_match(problem.answer, answer or text or "")
-        return answer is not None and await self.math.is_equivalent(problem.answer, answer)
+        async with self._sandboxes:
+            return await dataset.answer.is_correct(problem, answer, text, self.grader)
 
     async def key(self, dataset: Dataset, answer: str | None) -> str | None:
         """The answer made comparable with other answers, so reports can re-run votes."""
-        if answer is None or dataset.grader == "humaneval":
-            return None
-        if dataset.grader == "math":
-            return await self.math.canonical_key(answer)
-        return answer.strip()
+        return None if answer is None else await dataset.answer.key(answer, self.grader)
 
 
 async def _row(
@@ -210,9 +197,7 @@ async def _row(
     correct = await grade(dataset, problem, result.answer, result.text)
     candidates = []
     for candidate in result.candidates:
-        answer = candidate.answer
-        if answer is None and pipeline.answer == "math":
-            answer = extract_answer(candidate.text)
+        answer = pipeline.answer.read(candidate)
         candidates.append(
             {
                 "answer": answer,

@@ -23,8 +23,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from itc.report import Point, Row, family, pass_at_k, table_section
-from itc.sweep import parse_sweep_option
+from itc.bench.plots import new_figure
+from itc.bench.results import Point, Row, family, pass_at_k, table_section
+from itc.bench.values import parse_sweep_option
 from itc.verifiers.math import normalize_number
 
 EXACT_SUBSETS = 20_000
@@ -278,9 +279,7 @@ def plot_budget_curves(
     """Two panels: accuracy against the budget k, and against tokens per problem."""
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    from itc.report import _figure
-
-    figure = _figure()
+    figure = new_figure()
     by_k, by_tokens = figure.subplots(1, 2, sharey=True)
     for method in dict.fromkeys(p.method for p in points):
         line = sorted((p for p in points if p.method == method), key=lambda p: p.budget)
