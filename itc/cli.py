@@ -96,7 +96,7 @@ def run(
     from itc.planner.executor import Planner
     from itc.runtime.context import Runtime
     from itc.types import Problem
-    from itc.verifiers.math import MathGrader
+    from itc.verifiers.math import math_grader_if_installed
 
     pipeline = _load(config)
     budget = pipeline.budget
@@ -104,10 +104,12 @@ def run(
         budget = budget.model_copy(update={"tokens": budget_tokens})
 
     async def go():  # type: ignore[no-untyped-def]
-        async with connect(base_url, model, console) as backend:
-            with MathGrader() as grader:
-                planner = Planner(Runtime(backend=backend, grader=grader))
-                return await planner.run(pipeline, Problem(id="cli", prompt=problem), budget)
+        async with (
+            connect(base_url, model, console) as backend,
+            math_grader_if_installed() as grader,
+        ):
+            planner = Planner(Runtime(backend=backend, grader=grader))
+            return await planner.run(pipeline, Problem(id="cli", prompt=problem), budget)
 
     result = _guard(lambda: asyncio.run(go()))
     out.print(f"[bold]answer:[/] {result.answer}")

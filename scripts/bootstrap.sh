@@ -8,4 +8,4 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>/dev/null || true
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,plot]'
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'

@@ -27,7 +27,7 @@ from itc.config import PipelineConfig
 from itc.planner.executor import Planner, ProblemResult
 from itc.runtime.context import Grader, Runtime
 from itc.types import Problem
-from itc.verifiers.math import MathGrader
+from itc.verifiers.math import math_grader_if_installed
 
 
 class Summary(BaseModel):
@@ -95,7 +95,7 @@ async def run_benchmark(
     """Run each pipeline over the dataset in turn (so wall times compare side by side)."""
     console = console or Console(stderr=True)
     summaries = []
-    async with MathGrader() as grader:
+    async with math_grader_if_installed() as grader:
         runtime = Runtime(backend=backend, max_in_flight=max_in_flight, grader=grader)
         planner = Planner(runtime, max_problems_in_flight=max_problems_in_flight)
         for pipeline in pipelines:

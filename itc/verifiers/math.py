@@ -16,18 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib.util
 import logging
 import multiprocessing
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import asynccontextmanager
 from fractions import Fraction
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-__all__ = ["MathGrader", "extract_answer", "normalize_number"]
+__all__ = [
+    "MathGrader",
+    "extract_answer",
+    "math_grader_if_installed",
+    "math_verify_installed",
+    "normalize_number",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -314,6 +322,12 @@ def _lost_to_shutdown(*jobs: concurrent.futures.Future[Any]) -> bool:
     return not own_cancel and any(job.cancelled() for job in jobs)
 
 
+def math_verify_installed() -> bool:
+    """math-verify comes with the `math` and `bench` extras; without it, math answers still
+    compare exactly as numbers (no `MathGrader` needed)."""
+    return importlib.util.find_spec("math_verify") is not None
+
+
 def _whitespace_key(answer: str) -> str:
     return " ".join(answer.strip().strip("$").split())
 
@@ -397,6 +411,11 @@ class MathGrader:
     def _ensure_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._closed:
             raise RuntimeError("MathGrader is closed")
+        if self._pool is None and not math_verify_installed():
+            raise ModuleNotFoundError(
+                "MathGrader needs math-verify, which is not installed: pip install 'itc[bench]' "
+                "(or 'itc[math]'); without a grader, math answers compare as plain numbers"
+            )
         if self._pool is None:
             pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=self.max_workers,
@@ -532,3 +551,12 @@ class MathGrader:
         except TimeoutError:
             return False
 
+
+@asynccontextmanager
+async def math_grader_if_installed() -> AsyncIterator[MathGrader | None]:
+    """A `MathGrader` for the block when math-verify is installed, else None (numbers only)."""
+    if not math_verify_installed():
+        yield None
+        return
+    async with MathGrader() as grader:
+        yield grader

