@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -37,6 +38,30 @@ Model = Annotated[
         "or the served model at --base-url."
     ),
 ]
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    """Warnings (a skipped plugin, say) as one line each, not as source-file excerpts."""
+    console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+@app.callback(invoke_without_command=True)
+def main(
+    context: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)
+    ] = False,
+) -> None:
+    """Inference-time compute: composable strategies against a vLLM server."""
+    warnings.showwarning = _show_warning
+    if version:
+        from itc import __version__
+
+        out.print(f"itc {__version__}")
+        raise typer.Exit()
+    if context.invoked_subcommand is None:
+        out.print(context.get_help())
+        raise typer.Exit(code=2)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -245,13 +270,10 @@ def report_command(
     from itc.bench.pools import parse_budgets
     from itc.bench.report import write_report
 
-    def go() -> Path:
-        try:
-            return write_report(results, out_dir, pools=pool or (), budgets=parse_budgets(budgets))
-        except ValueError as error:
-            raise ConfigError(", ".join(map(str, results)), [str(error)]) from None
-
-    path = _guard(go)
+    try:
+        path = write_report(results, out_dir, pools=pool or (), budgets=parse_budgets(budgets))
+    except (ValueError, OSError) as error:
+        raise _fail(f"report of {', '.join(map(str, results))}: {error}") from None
     out.print(f"report written to {path}")
 
 

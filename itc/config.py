@@ -7,9 +7,11 @@ registry is an ordinary object (built-ins plus any installed plugins exposing th
 
 from __future__ import annotations
 
+import difflib
 import json
 import types
 import typing
+import warnings
 from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 
 import networkx as nx
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from itc.nodes import Answer, AnswerNode, Component, Strategy, StrategyNode
 from itc.strategies.best_of_n import BestOfN
@@ -48,6 +50,10 @@ class ConfigError(ValueError):
         super().__init__(f"invalid config {source}:\n{lines}")
 
 
+class PluginWarning(UserWarning):
+    """A plugin entry point could not be loaded and was skipped."""
+
+
 class Registry:
     """Maps `type` names to component classes."""
 
@@ -73,16 +79,34 @@ class Registry:
         component = self._classes.get(name)
         if component is None or not issubclass(component, expected):
             raise ConfigError(
-                "", [f"{where}.type: unknown {expected.kind} {name!r}; expected one of {known}"]
+                "",
+                [
+                    f"{where}.type: unknown {expected.kind} {name!r};{_did_you_mean(name, known)}"
+                    f" expected one of {known}"
+                ],
             )
         return component
 
     @classmethod
     def default(cls) -> Registry:
-        """Built-in components plus plugins registered under the `itc.components` entry point."""
+        """Built-in components plus plugins registered under the `itc.components` entry point.
+
+        An entry point names one component class (`name = "package.module:ClassName"`). One that
+        cannot be loaded is skipped with a `PluginWarning` naming it, so a broken plugin never
+        stops commands that do not use it.
+        """
         registry = cls(BUILTIN_COMPONENTS)
         for entry in entry_points(group="itc.components"):
-            registry.register(entry.load())
+            where = f"plugin entry point {entry.name!r} = {entry.value!r}"
+            try:
+                loaded = entry.load()
+                if not (isinstance(loaded, type) and issubclass(loaded, Component)):
+                    raise TypeError(f"it names {loaded!r}, not a Component subclass")
+                registry.register(loaded)
+            except Exception as error:  # a plugin's own bug must not take the CLI down
+                warnings.warn(
+                    f"{where} skipped: {type(error).__name__}: {error}", PluginWarning, stacklevel=2
+                )
         return registry
 
 
@@ -121,6 +145,7 @@ def build_component(
     component = registry.lookup(data.get("type"), expected, where)
     values = dict(data)
     problems: list[str] = []
+    broken: set[str] = set()
     for name, field in component.model_fields.items():
         slot = _component_slot(field.annotation)
         if slot is None or values.get(name) is None:
@@ -136,23 +161,46 @@ def build_component(
                 values[name] = build_component(values[name], base, registry, f"{where}.{name}")
         except ConfigError as error:
             problems.extend(error.problems)
+            broken.add(name)
+    # The rest of this component is still checked, so one pass reports every bad path.
+    try:
+        built = component.model_validate({k: v for k, v in values.items() if k not in broken})
+    except ValidationError as error:
+        problems.extend(_describe(error, where, component.model_fields, skip=broken))
     if problems:
         raise ConfigError("", problems)
-    try:
-        return component.model_validate(values)
-    except ValidationError as error:
-        raise ConfigError("", _describe(error, where)) from None
+    return built
 
 
-def _describe(error: ValidationError, where: str) -> list[str]:
+def _did_you_mean(name: object, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
+    return f" did you mean {close[0]!r}?" if close else ""
+
+
+def _extra_key(key: str, known: Iterable[str]) -> str:
+    hint = _did_you_mean(key, known)
+    return "Extra inputs are not permitted" + (f";{hint}" if hint else "")
+
+
+def _describe(
+    error: ValidationError,
+    where: str,
+    fields: Mapping[str, Any] | None = None,
+    skip: Iterable[str] = (),
+) -> list[str]:
+    """One line per error: the dotted path, what is wrong, the value, a likely intended key."""
     lines = []
     for item in error.errors():
-        path = ".".join([where, *(str(p) for p in item["loc"])]) if where else ".".join(
-            str(p) for p in item["loc"]
-        )
+        loc = [str(p) for p in item["loc"]]
+        if loc and loc[0] in skip:
+            continue  # a nested part already reported its own, more precise, error
+        path = ".".join([where, *loc]) if where else ".".join(loc)
         got = item.get("input")
         shown = "" if isinstance(got, Mapping) else f" (got {got!r:.60})"
-        lines.append(f"{path or '<root>'}: {item['msg']}{shown}")
+        message = item["msg"]
+        if item["type"] == "extra_forbidden" and fields is not None and len(loc) == 1:
+            message, shown = _extra_key(loc[0], fields), ""
+        lines.append(f"{path or '<root>'}: {message}{shown}")
     return lines
 
 
@@ -254,13 +302,30 @@ def parse_pipeline(
             except ConfigError as error:
                 problems.extend(error.problems)
         if problems:
+            # Report the pipeline's own fields too, without the graph checks the broken nodes
+            # would confuse.
+            problems += _top_level_problems({k: v for k, v in data.items() if k != "nodes"})
             raise ConfigError("", problems)
         try:
             return PipelineConfig.model_validate({**data, "nodes": built})
         except ValidationError as error:
-            raise ConfigError("", _describe(error, "")) from None
+            raise ConfigError("", _describe(error, "", PipelineConfig.model_fields)) from None
     except ConfigError as error:
         raise ConfigError(source, error.problems) from None
+
+
+def _top_level_problems(fields: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for name, value in fields.items():
+        field = PipelineConfig.model_fields.get(name)
+        if field is None:
+            problems.append(f"{name}: {_extra_key(name, PipelineConfig.model_fields)}")
+        elif name != "answer":  # built (and reported) above
+            try:
+                TypeAdapter(field.annotation).validate_python(value)
+            except ValidationError as error:
+                problems += _describe(error, name)
+    return problems
 
 
 def load_pipeline(path: str | Path, registry: Registry | None = None) -> PipelineConfig:

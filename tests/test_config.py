@@ -104,3 +104,35 @@ def test_unreadable_and_malformed_files(tmp_path) -> None:
 def test_yaml_is_plain_data() -> None:
     data = json.loads(json.dumps(NESTED.to_data()))
     assert data["nodes"]["main"]["inner"]["scorer"]["type"] == "llm_judge"
+
+
+def test_every_bad_path_is_reported_in_one_pass_with_suggestions() -> None:
+    data = {
+        "name": "x",
+        "budget": {"tokens": -1},
+        "answr": "math",
+        "nodes": {
+            "vote": {
+                "type": "self_consistency",
+                "repeats": "many",
+                "inner": {"type": "generat", "n": 2},
+                "scorer": {"type": "self_certainty", "wieght": 2},
+            },
+            "other": {"type": "generate", "temprature": 0.5, "max_tokens": 0},
+        },
+    }
+    with pytest.raises(ConfigError) as error:
+        parse_pipeline(data)
+    problems = error.value.problems
+    expected = [
+        "nodes.vote.inner.type: unknown strategy 'generat'; did you mean 'generate'?",
+        "nodes.vote.scorer.wieght: Extra inputs are not permitted",
+        "nodes.vote.repeats: Input should be a valid integer",
+        "nodes.other.temprature: Extra inputs are not permitted; did you mean 'temperature'?",
+        "nodes.other.max_tokens: Input should be greater than or equal to 1",
+        "budget.tokens: Input should be greater than 0",
+        "answr: Extra inputs are not permitted; did you mean 'answer'?",
+    ]
+    for line in expected:
+        assert any(p.startswith(line) for p in problems), (line, problems)
+    assert len(problems) == len(expected)
