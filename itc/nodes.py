@@ -10,6 +10,8 @@ how a final answer is read from a solution, keyed for votes and graded against a
 
 from __future__ import annotations
 
+import string
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from pydantic import (
@@ -18,6 +20,7 @@ from pydantic import (
     SerializeAsAny,
     SerializerFunctionWrapHandler,
     model_serializer,
+    model_validator,
 )
 
 from itc.runtime.context import Grader, NodeContext
@@ -50,6 +53,45 @@ class Strategy(Component):
         """Whether this node reads the token logprobs of its graph inputs (so the planner
         asks the nodes feeding it to request them)."""
         return False
+
+
+class Aggregator(Strategy):
+    """A strategy over candidates: its graph `inputs` plus what its `inner` strategy proposes.
+
+    Given `inputs` and no `inner`, it aggregates the inputs alone (a default sampler would add
+    candidates nobody asked for); with neither there is nothing to aggregate, which is an error
+    at load time rather than an empty answer at run time.
+    """
+
+    inner: StrategyNode | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inputs_replace_the_default_inner(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("inputs") and "inner" not in data:
+            return {**data, "inner": None}
+        return data
+
+    @model_validator(mode="after")
+    def _has_candidates(self) -> Aggregator:
+        if self.inner is None and not self.inputs:
+            raise ValueError("needs an `inner` strategy or graph `inputs`: nothing to aggregate")
+        return self
+
+
+def check_template(template: str, allowed: Iterable[str]) -> str:
+    """A `str.format` template using only the allowed placeholders, checked at load time."""
+    allowed = set(allowed)
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as error:
+        raise ValueError(f"not a valid template: {error}") from None
+    unknown = sorted(n for n in names if n.split(".")[0].split("[")[0] not in allowed)
+    if unknown or "" in names:
+        shown = ", ".join("{" + n + "}" for n in unknown or [""])
+        known = ", ".join("{" + a + "}" for a in sorted(allowed))
+        raise ValueError(f"unknown placeholder {shown}; the template may use {known}")
+    return template
 
 
 class Scorer(Component):

@@ -149,3 +149,76 @@ class SelfCertaintyLike(Scorer):
 
     async def score(self, ctx, candidates):  # type: ignore[no-untyped-def]
         return [0.9 if "2" in c.text else 0.3 for c in candidates]
+
+
+def test_graph_inputs_replace_the_default_sampler() -> None:
+    from itc.config import parse_pipeline
+
+    pipeline = parse_pipeline(
+        {
+            "nodes": {
+                "gen": {"type": "generate", "n": 3},
+                "vote": {"type": "self_consistency", "inputs": ["gen"]},
+                "rank": {"type": "best_of_n", "inputs": ["gen"]},
+                "out": {"type": "best_of_n", "inputs": ["vote", "rank"], "keep": 2},
+            }
+        }
+    )
+    assert [pipeline.nodes[n].inner for n in ("vote", "rank", "out")] == [None, None, None]
+    # Without inputs the defaults stay: a vote over 8 samples, a best of 4.
+    assert SelfConsistency().inner == Generate(n=8) and BestOfN().inner == Generate(n=4)
+
+
+async def test_a_vote_over_its_inputs_sends_no_extra_request() -> None:
+    backend = ScriptedBackend(answers("4", "4", "5"))
+    pipeline = PipelineConfig(
+        nodes={"gen": Generate(n=3), "vote": SelfConsistency(inputs=("gen",))}
+    )
+    result = await Planner(Runtime(backend=backend)).run(pipeline, PROBLEM)
+    assert len(backend.requests) == 1 and result.answer == "4"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"type": "best_of_n", "inner": None},
+            "nodes.main: Value error, needs an `inner` strategy or graph `inputs`",
+        ),
+        (
+            {"type": "generate", "template": "Solve: {questoin}"},
+            "nodes.main.template: Value error, unknown placeholder {questoin}; "
+            "the template may use {question}",
+        ),
+        (
+            {"type": "best_of_n", "scorer": {"type": "llm_judge", "template": "{answer}"}},
+            "nodes.main.scorer.template: Value error, unknown placeholder {answer}",
+        ),
+        ({"type": "generate", "template": "{question"}, "not a valid template"),
+        ({"type": "self_consistency", "repeats": 10**9}, "nodes.main.repeats: Input should be"),
+    ],
+)
+def test_nonsense_is_refused_at_load_time(data, expected: str) -> None:  # type: ignore[no-untyped-def]
+    from itc.config import ConfigError, parse_pipeline
+
+    with pytest.raises(ConfigError) as error:
+        parse_pipeline(data)
+    assert expected in str(error.value)
+
+
+async def test_a_nested_vote_with_no_answers_is_not_called_a_budget_problem() -> None:
+    backend = ScriptedBackend(answers("no digits here", "none at all"))
+    inner_vote = SelfConsistency(inner=Generate(n=2))
+    pipeline = PipelineConfig.single(SelfConsistency(inner=inner_vote, repeats=2))
+    result = await Planner(Runtime(backend=backend)).run(pipeline, PROBLEM)
+    assert result.budget_exhausted is None and result.error is None
+    assert result.answer is None and result.candidates == []
+
+
+async def test_a_vote_that_no_run_fits_names_the_limit_that_stopped_it() -> None:
+    backend = ScriptedBackend(answers("4"))
+    pipeline = PipelineConfig.single(
+        SelfConsistency(inner=Generate(n=1), repeats=3), budget=Budget(wall_time=1e-9)
+    )
+    result = await Planner(Runtime(backend=backend)).run(pipeline, PROBLEM)
+    assert result.budget_exhausted == "wall_time" and backend.requests == []

@@ -6,17 +6,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from itc.nodes import ScorerNode, Strategy, StrategyNode
+from itc.nodes import Aggregator, ScorerNode, StrategyNode
 from itc.runtime.context import NodeContext
 from itc.strategies.generate import Generate
 from itc.types import Candidate
 from itc.verifiers.self_certainty import SelfCertainty
 
 
-class BestOfN(Strategy):
+class BestOfN(Aggregator):
     """Ranks its pipeline inputs plus whatever `inner` proposes, by `scorer`.
 
-    With no `inner` it is a pure ranker over its graph inputs (generate -> rank).
+    Given graph `inputs` and no `inner`, it is a pure ranker over them (generate -> rank).
     """
 
     type: Literal["best_of_n"] = "best_of_n"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from itc.backends.base import GenerationRequest
-from itc.nodes import Strategy
+from itc.nodes import Strategy, check_template
 from itc.runtime.context import NodeContext
 from itc.types import Candidate, Message, Problem
 
@@ -38,6 +38,11 @@ class Generate(Strategy):
     system: str | None = None
     template: str = "{question}"
     top_logprobs: int = Field(default=0, ge=0, le=20)
+
+    @field_validator("template")
+    @classmethod
+    def _question_only(cls, template: str) -> str:
+        return check_template(template, {"question"})
 
     def max_outputs(self) -> int:
         return self.n

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from itc.nodes import AnswerNode, ScorerNode, Strategy, StrategyNode
+from itc.nodes import Aggregator, AnswerNode, ScorerNode, StrategyNode
 from itc.runtime.budget import BudgetExhausted
 from itc.runtime.context import NodeContext
 from itc.strategies.generate import Generate
@@ -61,7 +61,7 @@ class Tally:
         return rule.agreement is not None and total > 0 and leader / total >= rule.agreement
 
 
-class SelfConsistency(Strategy):
+class SelfConsistency(Aggregator):
     """Votes over the final answers of its inputs plus `repeats` runs of `inner`.
 
     With `scorer` the vote is weighted by its scores; with `early_stop` the runs still in
@@ -70,7 +70,7 @@ class SelfConsistency(Strategy):
 
     type: Literal["self_consistency"] = "self_consistency"
     inner: StrategyNode | None = Generate(n=8)
-    repeats: int = Field(default=1, ge=1)
+    repeats: int = Field(default=1, ge=1, le=4096)
     answer: AnswerNode = MathAnswer()
     scorer: ScorerNode | None = None
     early_stop: EarlyStop | None = None
@@ -113,12 +113,15 @@ class SelfConsistency(Strategy):
             await self._count(ctx, tally, await inner.run(run_ctx, []))
 
         pending = {asyncio.create_task(one_run(i)) for i in range(self.repeats)}
+        refused: BudgetExhausted | None = None
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     error = task.exception()
-                    if error is not None and not isinstance(error, BudgetExhausted):
+                    if isinstance(error, BudgetExhausted):
+                        refused = refused or error
+                    elif error is not None:
                         raise error
                 if self.early_stop is not None and per_run is not None:
                     if tally.decided(len(pending) * per_run * 1.0, self.early_stop):
@@ -127,8 +130,8 @@ class SelfConsistency(Strategy):
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if tally.votes == 0:
-            raise BudgetExhausted("tokens", "no sample fit in the budget")
+        if tally.votes == 0 and refused is not None:
+            raise refused  # not one run fit: say which limit stopped them
 
     def _ranked(self, tally: Tally) -> list[Candidate]:
         total = sum(w for _, w in tally.standings()) or 1.0

@@ -6,10 +6,10 @@ import asyncio
 import math
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from itc.backends.base import GenerationRequest, StructuredOutputs
-from itc.nodes import Scorer
+from itc.nodes import Scorer, check_template
 from itc.runtime.context import NodeContext
 from itc.types import Candidate, Message
 
@@ -49,6 +49,11 @@ class LLMJudge(Scorer):
     system: str | None = None
     top_logprobs: int = Field(default=20, ge=2, le=20)
     max_solution_chars: int = Field(default=6000, ge=100)
+
+    @field_validator("template")
+    @classmethod
+    def _question_and_solution(cls, template: str) -> str:
+        return check_template(template, {"question", "solution"})
 
     def request(self, ctx: NodeContext, candidate: Candidate) -> GenerationRequest:
         prompt = self.template.format(
