@@ -75,6 +75,26 @@ async def test_early_stop_cancels_outstanding_samples_and_saves_tokens() -> None
     assert ctx.ledger.spent.completion_tokens < 12 * 43
 
 
+async def test_early_stop_over_one_n_sample_request_samples_one_at_a_time() -> None:
+    backend = ScriptedBackend(
+        answers(" ".join(["step"] * 40) + " answer is 4"), seconds_per_token=0.002
+    )
+    early = SelfConsistency(inner=Generate(n=12), early_stop=EarlyStop(min_votes=3))
+    ctx = context(backend, max_in_flight=3)
+    ranked = await early.run(ctx, [])
+    assert ranked[0].answer == "4"
+    assert {e.n for e in ctx.trace.events} == {1}
+    finished = [e for e in ctx.trace.events if e.status == "ok"]
+    assert 7 <= len(finished) < 12 and ctx.ledger.spent.completion_tokens < 12 * 43
+    # Each run has its own seed, as 12 repeats of n=1 would.
+    seeds = {r.seed for r in backend.requests}
+    assert len(seeds) == len(backend.requests)
+    # Without an early stop the n samples stay one request.
+    plain = context(ScriptedBackend(answers("4")))
+    await SelfConsistency(inner=Generate(n=12)).run(plain, [])
+    assert [e.n for e in plain.trace.events] == [12]
+
+
 async def test_best_of_n_keeps_highest_scores() -> None:
     backend = ScriptedBackend(answers("a", "b", "c"))
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from itc.nodes import Aggregator, AnswerNode, ScorerNode, StrategyNode
+from itc.nodes import Aggregator, AnswerNode, ScorerNode, Strategy, StrategyNode
 from itc.runtime.budget import BudgetExhausted
 from itc.runtime.context import NodeContext
 from itc.strategies.generate import Generate
@@ -65,7 +65,9 @@ class SelfConsistency(Aggregator):
     """Votes over the final answers of its inputs plus `repeats` runs of `inner`.
 
     With `scorer` the vote is weighted by its scores; with `early_stop` the runs still in
-    flight are cancelled as soon as the outcome is settled.
+    flight are cancelled as soon as the outcome is settled. One request for `n` samples cannot
+    stop early, so with `early_stop` a single `Generate(n=k)` is sampled as k runs of n=1
+    (sent together, so the server still shares their prompt's prefix).
     """
 
     type: Literal["self_consistency"] = "self_consistency"
@@ -99,20 +101,31 @@ class SelfConsistency(Aggregator):
             key = None if answer is None else await self.answer.key(answer, ctx.grader)
             tally.add(key, candidate.model_copy(update={"answer": answer}), weight)
 
-    async def _sample(self, ctx: NodeContext, tally: Tally) -> None:
+    def runs(self) -> tuple[Strategy, int]:
+        """What one run samples and how many runs there are."""
         assert self.inner is not None
-        inner = self.inner
+        if (
+            self.early_stop is not None
+            and self.repeats == 1
+            and isinstance(self.inner, Generate)
+            and self.inner.n > 1
+        ):
+            return self.inner.model_copy(update={"n": 1}), self.inner.n
+        return self.inner, self.repeats
+
+    async def _sample(self, ctx: NodeContext, tally: Tally) -> None:
+        inner, repeats = self.runs()
         per_run = inner.max_outputs()
 
         async def one_run(rollout: int) -> None:
             run_ctx = ctx.child(
                 "inner",
-                rollout=ctx.rollout * self.repeats + rollout,
+                rollout=ctx.rollout * repeats + rollout,
                 wants_logprobs=ctx.wants_logprobs or self.wants_input_logprobs(),
             )
             await self._count(ctx, tally, await inner.run(run_ctx, []))
 
-        pending = {asyncio.create_task(one_run(i)) for i in range(self.repeats)}
+        pending = {asyncio.create_task(one_run(i)) for i in range(repeats)}
         refused: BudgetExhausted | None = None
         try:
             while pending:
