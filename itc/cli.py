@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -76,6 +77,13 @@ def _load(path: Path) -> PipelineConfig:
         raise _fail(str(error)) from None
 
 
+def _writable_dir(path: Path, option: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _fail(f"{option} {path}: cannot use it as a folder ({error.strerror})") from None
+
+
 def _guard(run):  # type: ignore[no-untyped-def]
     """One clear message instead of a traceback for the errors a user can fix."""
     try:
@@ -120,13 +128,18 @@ def run(
     from itc.backends.connect import connect
     from itc.planner.executor import Planner
     from itc.runtime.context import Runtime
-    from itc.types import Problem
+    from itc.types import Budget, Problem
     from itc.verifiers.math import math_grader_if_installed
 
     pipeline = _load(config)
     budget = pipeline.budget
     if budget_tokens is not None:
-        budget = budget.model_copy(update={"tokens": budget_tokens})
+        try:
+            budget = Budget.model_validate({**budget.model_dump(), "tokens": budget_tokens})
+        except ValidationError:
+            raise _fail(f"--budget-tokens {budget_tokens}: must be a positive number") from None
+    if trace_json is not None and trace_json.is_dir():
+        raise _fail(f"--trace-json {trace_json} is a folder; give a file path")
 
     async def go():  # type: ignore[no-untyped-def]
         async with (
@@ -179,7 +192,7 @@ def bench(
             "or a .jsonl/.json path."
         ),
     ] = "gsm8k",
-    limit: Annotated[int | None, typer.Option(help="Only the first N problems.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N problems.")] = None,
     sweep: Annotated[
         list[str] | None,
         typer.Option(
@@ -197,7 +210,7 @@ def bench(
     model: Model = None,
     output_dir: Annotated[Path, typer.Option(help="Results (JSONL, resumable).")] = Path("runs"),
     seed: Annotated[int, typer.Option(help="Run seed, part of the resume key.")] = 0,
-    concurrency: Annotated[int, typer.Option(help="Max requests in flight.")] = 32,
+    concurrency: Annotated[int, typer.Option(min=1, help="Max requests in flight.")] = 32,
     cache: Annotated[
         Path | None, typer.Option(help="SQLite response cache: identical requests replay.")
     ] = None,
@@ -211,13 +224,16 @@ def bench(
     from itc.backends.connect import connect
     from itc.bench.datasets import load_dataset, parse_fields
     from itc.bench.report import write_report
-    from itc.bench.runner import run_benchmark, summary_table
+    from itc.bench.runner import merge_summaries, run_benchmark, summary_table
     from itc.bench.sweep import expand_sweeps, parse_sweep_options
 
     def prepare():  # type: ignore[no-untyped-def]
         pipelines = [load_pipeline(path) for path in configs]
         if sweep:
-            assignments = parse_sweep_options(sweep)
+            try:
+                assignments = parse_sweep_options(sweep)
+            except ValueError as error:
+                raise ConfigError("--sweep", [str(error)]) from None
             pipelines = expand_sweeps(pipelines, assignments)
         options = {"difficulty": difficulty, "count": count, "path": data_path}
         data = load_dataset(
@@ -227,9 +243,12 @@ def bench(
             fields=parse_fields(field or []) or None,
             **{k: v for k, v in options.items() if v is not None},
         )
+        if not data.problems:
+            raise DatasetError(f"dataset {dataset!r} has no problems to run")
         return pipelines, data
 
     pipelines, data = _guard(prepare)
+    _writable_dir(output_dir, "--output-dir")  # before a server is started for nothing
 
     async def go():  # type: ignore[no-untyped-def]
         async with connect(base_url, model, console) as backend:
@@ -246,12 +265,18 @@ def bench(
 
     summaries = _guard(lambda: asyncio.run(go()))
     out.print(summary_table(summaries))
-    summary_path = output_dir / "summary.json"
-    summary_path.write_text(json.dumps([s.model_dump() for s in summaries], indent=2))
+    summary_path = merge_summaries(output_dir / "summary.json", summaries)
     console.print(f"results in {output_dir}/ (summary: {summary_path})")
     if report:
         path = write_report([s.results_file for s in summaries], output_dir)
         console.print(f"report: {path}")
+    errored = sum(s.errors for s in summaries)
+    if errored:
+        console.print(
+            f"[red]{errored} problem runs ended in an error (counted apart from wrong answers); "
+            "rerun the same command to retry just those.[/]"
+        )
+        raise typer.Exit(code=1)
 
 
 @app.command(name="report")

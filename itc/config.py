@@ -312,6 +312,8 @@ def parse_pipeline(
             raise ConfigError("", _describe(error, "", PipelineConfig.model_fields)) from None
     except ConfigError as error:
         raise ConfigError(source, error.problems) from None
+    except RecursionError:
+        raise ConfigError(source, ["<root>: nested too deeply to be a pipeline"]) from None
 
 
 def _top_level_problems(fields: Mapping[str, Any]) -> list[str]:
@@ -331,11 +333,15 @@ def _top_level_problems(fields: Mapping[str, Any]) -> list[str]:
 def load_pipeline(path: str | Path, registry: Registry | None = None) -> PipelineConfig:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(str(path), [f"cannot read: {error.strerror}"]) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(str(path), [f"not UTF-8 text (byte {error.start})"]) from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(str(path), ["<root>: nested too deeply to be a pipeline"]) from None
     except (yaml.YAMLError, json.JSONDecodeError) as error:
         raise ConfigError(str(path), [f"not valid {path.suffix[1:] or 'YAML'}: {error}"]) from None
     return parse_pipeline(data, registry, source=str(path))

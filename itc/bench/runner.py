@@ -37,6 +37,7 @@ class Summary(BaseModel):
     problems: int
     correct: int
     accuracy: float
+    """Correct over the problems that ran to an answer; errored ones are counted apart."""
     tokens_per_problem: float
     completion_tokens_per_problem: float
     calls_per_problem: float
@@ -61,6 +62,13 @@ class ResultsFile:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
 
+    def _ends_torn(self) -> bool:
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return False
+        with self.path.open("rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) != b"\n"
+
     def rows(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
@@ -75,6 +83,8 @@ class ResultsFile:
 
     def append(self, row: dict[str, Any]) -> None:
         line = json.dumps(row, ensure_ascii=False) + "\n"
+        if self._ends_torn():
+            line = "\n" + line  # a crash mid-write left half a line: keep the new row whole
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()
@@ -231,13 +241,15 @@ def summarize(
     pipeline: PipelineConfig, dataset: str, rows: list[dict[str, Any]], wall_time: float
 ) -> Summary:
     count = max(len(rows), 1)
+    errors = sum(r["error"] is not None for r in rows)
+    correct = sum(r["correct"] for r in rows)
     return Summary(
         config=pipeline.name,
         fingerprint=pipeline.fingerprint(),
         dataset=dataset,
         problems=len(rows),
-        correct=sum(r["correct"] for r in rows),
-        accuracy=sum(r["correct"] for r in rows) / count,
+        correct=correct,
+        accuracy=correct / max(len(rows) - errors, 1),
         tokens_per_problem=sum(
             r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"] for r in rows
         )
@@ -246,9 +258,28 @@ def summarize(
         calls_per_problem=sum(r["usage"]["calls"] for r in rows) / count,
         wall_time=wall_time,
         wall_time_per_problem=sum(r["usage"]["wall_time"] for r in rows) / count,
-        errors=sum(r["error"] is not None for r in rows),
+        errors=errors,
         budget_exhausted=sum(r["budget_exhausted"] is not None for r in rows),
     )
+
+
+def merge_summaries(path: Path, summaries: Sequence[Summary]) -> Path:
+    """Write `summaries` into the folder's summary file, keeping the other configs' entries
+    (rerunning one config must not drop the rest)."""
+    kept: list[dict[str, Any]] = []
+    try:
+        previous = json.loads(path.read_text())
+        kept = [entry for entry in previous if isinstance(entry, dict)]
+    except (OSError, ValueError, TypeError):
+        pass  # no summary yet, or an unreadable one: start afresh
+    fresh = {(s.config, s.fingerprint, s.dataset) for s in summaries}
+    kept = [
+        entry
+        for entry in kept
+        if (entry.get("config"), entry.get("fingerprint"), entry.get("dataset")) not in fresh
+    ]
+    path.write_text(json.dumps(kept + [s.model_dump() for s in summaries], indent=2))
+    return path
 
 
 def summary_table(summaries: Sequence[Summary]) -> Table:
@@ -270,7 +301,7 @@ def summary_table(summaries: Sequence[Summary]) -> Table:
     for s in summaries:
         table.add_row(
             escape(s.config),
-            f"{s.accuracy:.1%} ({s.correct}/{s.problems})",
+            f"{s.accuracy:.1%} ({s.correct}/{s.problems - s.errors})",
             f"{s.tokens_per_problem:.0f}",
             f"{s.completion_tokens_per_problem:.0f}",
             f"{s.calls_per_problem:.1f}",
