@@ -8,6 +8,7 @@ registry is an ordinary object (built-ins plus any installed plugins exposing th
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import types
 import typing
@@ -20,6 +21,7 @@ from typing import Any
 import networkx as nx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic_core import to_jsonable_python
 
 from itc.nodes import Answer, AnswerNode, Component, Strategy, StrategyNode
 from itc.strategies.best_of_n import BestOfN
@@ -254,17 +256,58 @@ class PipelineConfig(BaseModel):
         return cls(name=name, nodes={"main": node}, **fields)
 
     def to_data(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """Every field, defaults included, each component by its own class (the fingerprint's
+        input, so a default changed in a later version changes the fingerprint too)."""
+        return self.model_dump(mode="json", serialize_as_any=True)
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_data(), sort_keys=False)
+    def to_yaml(self, *, minimal: bool = True) -> str:
+        """YAML that loads back to an equal pipeline; `minimal` leaves out default values."""
+        data = compact(self) if minimal else self.to_data()
+        return yaml.safe_dump(data, sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str, registry: Registry | None = None) -> PipelineConfig:
+        """Parse YAML (or JSON, a subset of it) text into a validated pipeline."""
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError("<text>", [f"not valid YAML: {error}"]) from None
+        except RecursionError:
+            raise ConfigError("<text>", ["<root>: nested too deeply to be a pipeline"]) from None
+        return parse_pipeline(data, registry, source="<text>")
 
     def fingerprint(self) -> str:
         """Stable hash of the config, used to key results and resume runs."""
-        import hashlib
-
         canonical = json.dumps(self.to_data(), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def compact(model: BaseModel) -> Any:
+    """A model as plain data without the values its fields default to.
+
+    A component keeps its `type` and the fields it lists in `always_written` (an aggregator's
+    `inner`, whose default depends on `inputs`); an answer kind left at its defaults is its
+    bare name.
+    """
+    keep = getattr(model, "always_written", ("type",))
+    data: dict[str, Any] = {}
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if name in keep or value != field.get_default(call_default_factory=True):
+            data[field.alias or name] = _compact_value(value)
+    if isinstance(model, Answer) and list(data) == ["type"]:
+        return data["type"]
+    return data
+
+
+def _compact_value(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return compact(value)
+    if isinstance(value, list | tuple):
+        return [_compact_value(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _compact_value(item) for key, item in value.items()}
+    return to_jsonable_python(value)
 
 
 def parse_pipeline(

@@ -34,6 +34,8 @@ class Component(BaseModel):
 
     type: str
     kind: ClassVar[str] = "component"
+    always_written: ClassVar[tuple[str, ...]] = ("type",)
+    """Fields a minimal dump keeps even at their default value."""
 
 
 class Strategy(Component):
@@ -64,6 +66,7 @@ class Aggregator(Strategy):
     """
 
     inner: StrategyNode | None = None
+    always_written: ClassVar[tuple[str, ...]] = ("type", "inner")
 
     @model_validator(mode="before")
     @classmethod

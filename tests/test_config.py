@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from itc.config import ConfigError, PipelineConfig, load_pipeline, parse_pipeline, save_pipeline
 from itc.strategies.best_of_n import BestOfN
@@ -136,3 +137,42 @@ def test_every_bad_path_is_reported_in_one_pass_with_suggestions() -> None:
     for line in expected:
         assert any(p.startswith(line) for p in problems), (line, problems)
     assert len(problems) == len(expected)
+
+
+def test_a_custom_strategy_annotated_plainly_keeps_its_inner_fields() -> None:
+    from typing import Literal
+
+    from itc import Registry, Strategy
+
+    class Twice(Strategy):
+        type: Literal["twice"] = "twice"
+        inner: Strategy = Generate()
+
+    registry = Registry.default()
+    registry.register(Twice)
+    pipeline = PipelineConfig.single(Twice(inner=Generate(n=5, temperature=0.3)))
+    assert pipeline.to_data()["nodes"]["main"]["inner"]["n"] == 5
+    back = PipelineConfig.from_yaml(pipeline.to_yaml(), registry)
+    assert back == pipeline and back.fingerprint() == pipeline.fingerprint()
+
+
+def test_to_yaml_writes_only_what_differs_from_the_defaults() -> None:
+    pipeline = PipelineConfig.single(
+        SelfConsistency(inner=Generate(n=4, max_tokens=64), repeats=2), budget=Budget(tokens=900)
+    )
+    text = pipeline.to_yaml()
+    assert yaml.safe_load(text) == {
+        "nodes": {
+            "main": {
+                "type": "self_consistency",
+                "inner": {"type": "generate", "n": 4, "max_tokens": 64},
+                "repeats": 2,
+            }
+        },
+        "budget": {"tokens": 900},
+    }
+    assert PipelineConfig.from_yaml(text) == pipeline
+    full = yaml.safe_load(pipeline.to_yaml(minimal=False))
+    assert full["nodes"]["main"]["inner"]["temperature"] == 0.7 and full["answer"] == "math"
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        PipelineConfig.from_yaml("nodes: [")

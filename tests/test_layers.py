@@ -183,3 +183,14 @@ def test_importing_a_layer_loads_nothing_above_it(module: str, forbidden: tuple[
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout.split()
     assert [m for m in loaded if m.startswith(forbidden)] == []
+
+
+@pytest.mark.parametrize("package", ["itc", "itc.strategies", "itc.verifiers", "itc.bench"])
+def test_public_names_resolve_and_are_listed(package: str) -> None:
+    import importlib
+
+    module = importlib.import_module(package)
+    exports = module._EXPORTS
+    assert set(module.__all__) - {"__version__"} == set(exports)
+    for name in exports:
+        assert getattr(module, name) is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from itc._lazy import lazy_exports
 
 _EXPORTS = {
@@ -11,6 +13,18 @@ _EXPORTS = {
     "SelfConsistency": "itc.strategies.self_consistency",
     "EarlyStop": "itc.strategies.self_consistency",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BestOfN",
+    "EarlyStop",
+    "Generate",
+    "SelfConsistency",
+    "Strategy",
+]
 
-__getattr__ = lazy_exports("itc.strategies", _EXPORTS)
+if TYPE_CHECKING:
+    from itc.nodes import Strategy
+    from itc.strategies.best_of_n import BestOfN
+    from itc.strategies.generate import Generate
+    from itc.strategies.self_consistency import EarlyStop, SelfConsistency
+else:
+    __getattr__ = lazy_exports("itc.strategies", _EXPORTS)

@@ -1,6 +1,8 @@
-"""Answer extraction, grading and scorers."""
+"""Scorers, answer kinds, and math and code grading."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from itc._lazy import lazy_exports
 
@@ -9,7 +11,26 @@ _EXPORTS = {
     "extract_answer": "itc.verifiers.math",
     "LLMJudge": "itc.verifiers.judge",
     "SelfCertainty": "itc.verifiers.self_certainty",
+    "MathAnswer": "itc.verifiers.answers",
+    "TextAnswer": "itc.verifiers.answers",
+    "ChoiceAnswer": "itc.verifiers.answers",
+    "CodeAnswer": "itc.verifiers.answers",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ChoiceAnswer",
+    "CodeAnswer",
+    "LLMJudge",
+    "MathAnswer",
+    "MathGrader",
+    "SelfCertainty",
+    "TextAnswer",
+    "extract_answer",
+]
 
-__getattr__ = lazy_exports("itc.verifiers", _EXPORTS)
+if TYPE_CHECKING:
+    from itc.verifiers.answers import ChoiceAnswer, CodeAnswer, MathAnswer, TextAnswer
+    from itc.verifiers.judge import LLMJudge
+    from itc.verifiers.math import MathGrader, extract_answer
+    from itc.verifiers.self_certainty import SelfCertainty
+else:
+    __getattr__ = lazy_exports("itc.verifiers", _EXPORTS)
