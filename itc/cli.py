@@ -163,7 +163,8 @@ def run(
     if result.error:
         out.print(f"[red]error:[/] {result.error}")
     table = Table(title="trace by node")
-    for column in ("node", "calls", "prompt", "completion", "latency (s)", "cancelled"):
+    columns = ("node", "calls", "prompt", "completion", "wall (s)", "call time (s)", "cancelled")
+    for column in columns:
         table.add_column(column, justify="left" if column == "node" else "right")
     for node, s in result.trace.by_node().items():
         table.add_row(
@@ -171,6 +172,7 @@ def run(
             str(s.calls),
             str(s.prompt_tokens),
             str(s.completion_tokens),
+            f"{s.wall_time:.1f}",
             f"{s.latency:.1f}",
             str(s.cancelled),
         )

@@ -28,6 +28,9 @@ class NodeSummary(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency: float = 0.0
+    """Sum of the node's call latencies: calls overlap, so this exceeds the time it took."""
+    wall_time: float = 0.0
+    """From the node's first call starting to its last call ending."""
     cancelled: int = 0
     refused: int = 0
 
@@ -42,10 +45,12 @@ class Trace(BaseModel):
     def by_node(self) -> dict[str, NodeSummary]:
         """Totals per node path, a parent path including its children's calls."""
         totals: dict[str, NodeSummary] = defaultdict(NodeSummary)
+        spans: dict[str, tuple[float, float]] = {}
         for event in self.events:
             parts = event.node.split("/")
             for depth in range(1, len(parts) + 1):
-                summary = totals["/".join(parts[:depth])]
+                path = "/".join(parts[:depth])
+                summary = totals[path]
                 if event.status == "refused":
                     summary.refused += 1
                     continue
@@ -54,4 +59,8 @@ class Trace(BaseModel):
                 summary.completion_tokens += event.completion_tokens
                 summary.latency += event.latency
                 summary.cancelled += event.status == "cancelled"
+                first, last = spans.get(path, (event.started, event.started))
+                spans[path] = (min(first, event.started), max(last, event.started + event.latency))
+        for path, (first, last) in spans.items():
+            totals[path].wall_time = last - first
         return dict(sorted(totals.items()))
