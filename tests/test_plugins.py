@@ -92,3 +92,55 @@ def test_version_and_a_missing_results_file() -> None:
     missing = itc("report", "no/such/results.jsonl")
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "no results at no/such/results.jsonl" in missing.stderr
+
+
+EXAMPLE = ROOT / "examples" / "plugin" / "example.yaml"
+
+
+def _example_plugin_installed() -> bool:
+    from importlib.metadata import entry_points
+
+    return any(e.name == "first_answer" for e in entry_points(group="itc.components"))
+
+
+needs_example_plugin = pytest.mark.skipif(
+    not _example_plugin_installed(),
+    reason="the example plugin is not installed (scripts/bootstrap.sh installs examples/plugin)",
+)
+
+
+@needs_example_plugin
+async def test_the_installed_example_plugin_loads_from_yaml_and_runs() -> None:
+    from itc.backends.scripted import ScriptedBackend
+    from itc.config import load_pipeline
+    from itc.planner.executor import Planner
+    from itc.runtime.context import Runtime
+    from itc.types import Problem
+
+    from .helpers import answers
+
+    pipeline = load_pipeline(EXAMPLE)
+    # Attempt 1: no answer in either sample; attempt 2: the first one with a number wins.
+    backend = ScriptedBackend(answers("thinking", "still thinking", "so it is 4", "5 maybe"))
+    result = await Planner(Runtime(backend=backend)).run(
+        pipeline, Problem(id="p", prompt="2+2?", answer="4")
+    )
+    assert result.answer == "4" and len(backend.requests) == 2
+    assert 0 < result.candidates[0].scores["brevity"] < 1
+    assert load_pipeline(EXAMPLE).to_yaml() == pipeline.to_yaml()
+
+
+@needs_example_plugin
+@pytest.mark.vllm
+def test_the_example_plugin_runs_from_the_cli_on_the_real_server(vllm_server) -> None:  # type: ignore[no-untyped-def]
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "itc.cli", "run", str(EXAMPLE),
+            "--problem", "What is 6 times 7?",
+            "--base-url", vllm_server.base_url, "--model", vllm_server.model,
+        ],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "main/inner/inner" in done.stdout  # the plugin strategy's sampler made the calls
+    assert "answer:" in done.stdout
