@@ -281,6 +281,22 @@ def bench(
         raise typer.Exit(code=1)
 
 
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+) -> None:
+    """Print the JSON schema of pipeline files (built-ins and installed plugins), for editors:
+    e.g. `# yaml-language-server: $schema=pipeline.schema.json` at the top of a YAML file."""
+    from itc.config import Registry
+
+    text = json.dumps(Registry.default().json_schema(), indent=2)
+    if output is None:
+        print(text)
+    else:
+        output.write_text(text + "\n")
+        console.print(f"schema written to {output}")
+
+
 @app.command(name="report")
 def report_command(
     results: Annotated[list[Path], typer.Argument(help="Result JSONL files or directories.")],

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic_core import to_jsonable_python
 
-from itc.nodes import Answer, AnswerNode, Component, Strategy, StrategyNode
+from itc.nodes import Answer, AnswerNode, Component, Scorer, Strategy, StrategyNode
 from itc.strategies.best_of_n import BestOfN
 from itc.strategies.generate import Generate
 from itc.strategies.self_consistency import SelfConsistency
@@ -88,6 +88,28 @@ class Registry:
                 ],
             )
         return component
+
+    def json_schema(self) -> dict[str, Any]:
+        """A JSON schema for pipeline files in which every node, inner strategy, scorer and
+        answer is a choice among this registry's components, so an editor can complete and
+        check them (the bare model schema only knows the base classes)."""
+        classes = [self._classes[name] for name in sorted(self._classes)]
+        adapter = TypeAdapter(list[typing.Union[tuple(classes)]])  # type: ignore[misc]  # noqa: UP007
+        schema = PipelineConfig.model_json_schema()
+        defs = {**schema.get("$defs", {}), **adapter.json_schema()["$defs"]}
+        for component in classes:
+            required = defs[component.__name__].setdefault("required", [])
+            if "type" not in required:
+                required.insert(0, "type")
+        for base in (Strategy, Scorer, Answer):
+            members = [c for c in classes if issubclass(c, base)]
+            names = [c.model_fields["type"].default for c in members]
+            defs[base.__name__] = {
+                "anyOf": [{"$ref": f"#/$defs/{c.__name__}"} for c in members]
+                + [{"enum": names, "description": "a component by name, with its defaults"}]
+            }
+        schema["$defs"] = defs
+        return schema
 
     @classmethod
     def default(cls) -> Registry:
@@ -211,12 +233,16 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = "pipeline"
-    nodes: dict[str, StrategyNode] = Field(min_length=1)
-    output: str | None = None
-    budget: Budget = Budget()
-    answer: AnswerNode = MathAnswer()
-    description: str | None = None
+    name: str = Field(default="pipeline", description="Names result files and report rows.")
+    nodes: dict[str, StrategyNode] = Field(
+        min_length=1, description="Named strategy nodes; `inputs` connect them."
+    )
+    output: str | None = Field(
+        default=None, description="The node whose best candidate is the answer (default: the sink)."
+    )
+    budget: Budget = Field(default=Budget(), description="Hard limits for each problem.")
+    answer: AnswerNode = Field(default=MathAnswer(), description="How the final answer is read.")
+    description: str | None = Field(default=None, description="Free text for people.")
 
     @model_validator(mode="after")
     def _valid_graph(self) -> PipelineConfig:

@@ -111,10 +111,10 @@ class Budget(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tokens: int | None = Field(default=None, gt=0)
-    completion_tokens: int | None = Field(default=None, gt=0)
-    calls: int | None = Field(default=None, gt=0)
-    wall_time: float | None = Field(default=None, gt=0)
+    tokens: int | None = Field(default=None, gt=0, description="Prompt plus generated tokens.")
+    completion_tokens: int | None = Field(default=None, gt=0, description="Generated tokens.")
+    calls: int | None = Field(default=None, gt=0, description="LLM requests.")
+    wall_time: float | None = Field(default=None, gt=0, description="Seconds for the problem.")
 
     @property
     def unlimited(self) -> bool:

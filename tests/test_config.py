@@ -176,3 +176,36 @@ def test_to_yaml_writes_only_what_differs_from_the_defaults() -> None:
     assert full["nodes"]["main"]["inner"]["temperature"] == 0.7 and full["answer"] == "math"
     with pytest.raises(ConfigError, match="not valid YAML"):
         PipelineConfig.from_yaml("nodes: [")
+
+
+def test_the_json_schema_accepts_every_example_and_rejects_what_the_loader_rejects() -> None:
+    from pathlib import Path
+
+    import jsonschema
+
+    from itc.config import Registry
+
+    validator = jsonschema.Draft202012Validator(Registry.default().json_schema())
+    examples = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+    assert len(examples) >= 5
+    for path in examples:
+        assert list(validator.iter_errors(yaml.safe_load(path.read_text()))) == [], path
+    for bad in (
+        {"nodes": {"a": {"type": "generat"}}},
+        {"nodes": {"a": {"type": "generate", "temprature": 1}}},
+        {"nodes": {"a": {"type": "best_of_n", "scorer": {"type": "nope"}}}},
+        {"nodes": {"a": {"type": "generate"}}, "answer": "roman"},
+    ):
+        assert not validator.is_valid(bad), bad
+    short = {"nodes": {"a": {"type": "best_of_n", "scorer": "self_certainty"}}, "answer": "text"}
+    assert validator.is_valid(short)
+
+
+def test_every_public_field_says_what_it_is_for() -> None:
+    from itc.config import BUILTIN_COMPONENTS
+    from itc.strategies.self_consistency import EarlyStop
+
+    for model in (*BUILTIN_COMPONENTS, PipelineConfig, Budget, EarlyStop):
+        for name, field in model.model_fields.items():
+            if name not in ("type", "inputs"):
+                assert field.description, f"{model.__name__}.{name}"

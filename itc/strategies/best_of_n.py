@@ -20,9 +20,11 @@ class BestOfN(Aggregator):
     """
 
     type: Literal["best_of_n"] = "best_of_n"
-    inner: StrategyNode | None = Generate(n=4)
-    scorer: ScorerNode = SelfCertainty()
-    keep: int = Field(default=1, ge=1)
+    inner: StrategyNode | None = Field(
+        default=Generate(n=4), description="Proposes the candidates (none: rank `inputs` only)."
+    )
+    scorer: ScorerNode = Field(default=SelfCertainty(), description="Scores each candidate.")
+    keep: int = Field(default=1, ge=1, description="How many of the best to pass on.")
 
     def max_outputs(self) -> int:
         return self.keep

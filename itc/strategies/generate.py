@@ -29,15 +29,21 @@ class Generate(Strategy):
     """`n` samples in one request, so the server prefills the shared prompt once."""
 
     type: Literal["generate"] = "generate"
-    n: int = Field(default=1, ge=1, le=256)
-    temperature: float = Field(default=0.7, ge=0.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    max_tokens: int = Field(default=512, ge=1)
-    seed: int | None = 0
-    stop: tuple[str, ...] = ()
-    system: str | None = None
-    template: str = "{question}"
-    top_logprobs: int = Field(default=0, ge=0, le=20)
+    n: int = Field(default=1, ge=1, le=256, description="Samples, sent as one request.")
+    temperature: float = Field(default=0.7, ge=0.0, description="Sampling temperature.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    max_tokens: int = Field(default=512, ge=1, description="Most tokens one sample may generate.")
+    seed: int | None = Field(
+        default=0, description="Base seed; each rollout gets its own (null: unseeded, uncached)."
+    )
+    stop: tuple[str, ...] = Field(default=(), description="Strings that end a sample.")
+    system: str | None = Field(default=None, description="A system message put first.")
+    template: str = Field(
+        default="{question}", description="The user message; {question} is the problem's text."
+    )
+    top_logprobs: int = Field(
+        default=0, ge=0, le=20, description="Alternatives per token to return with logprobs."
+    )
 
     @field_validator("template")
     @classmethod

@@ -25,8 +25,10 @@ class EarlyStop(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    min_votes: int = Field(default=3, ge=1)
-    agreement: float | None = Field(default=None, gt=0.5, le=1.0)
+    min_votes: int = Field(default=3, ge=1, description="Votes counted before any stop.")
+    agreement: float | None = Field(
+        default=None, gt=0.5, le=1.0, description="Also stop once the leader holds this share."
+    )
 
 
 class Tally:
@@ -71,11 +73,15 @@ class SelfConsistency(Aggregator):
     """
 
     type: Literal["self_consistency"] = "self_consistency"
-    inner: StrategyNode | None = Generate(n=8)
-    repeats: int = Field(default=1, ge=1, le=4096)
-    answer: AnswerNode = MathAnswer()
-    scorer: ScorerNode | None = None
-    early_stop: EarlyStop | None = None
+    inner: StrategyNode | None = Field(
+        default=Generate(n=8), description="Proposes the voters (none: vote over `inputs`)."
+    )
+    repeats: int = Field(default=1, ge=1, le=4096, description="Runs of `inner`, in parallel.")
+    answer: AnswerNode = Field(default=MathAnswer(), description="How answers are grouped.")
+    scorer: ScorerNode | None = Field(default=None, description="Weights each vote by its score.")
+    early_stop: EarlyStop | None = Field(
+        default=None, description="Stop sampling once the vote is decided."
+    )
 
     def max_outputs(self) -> int | None:
         return None

@@ -75,7 +75,7 @@ class ChoiceAnswer(Answer):
     an "answer is (B)" phrase, or the last standalone option letter."""
 
     type: Literal["multiple_choice"] = "multiple_choice"
-    options: str = Field(default="ABCD", min_length=2)
+    options: str = Field(default="ABCD", min_length=2, description="The option letters.")
 
     @field_validator("options")
     @classmethod
@@ -118,8 +118,8 @@ class CodeAnswer(Answer):
     in a sandboxed subprocess with time and memory limits."""
 
     type: Literal["code"] = "code"
-    timeout: float = Field(default=10.0, gt=0)
-    memory_mb: int = Field(default=1024, ge=64)
+    timeout: float = Field(default=10.0, gt=0, description="Seconds the tests may run.")
+    memory_mb: int = Field(default=1024, ge=64, description="Memory limit of the test run.")
 
     def extract(self, text: str) -> str | None:
         code = extract_code(text).strip()

@@ -45,10 +45,16 @@ class LLMJudge(Scorer):
     """
 
     type: Literal["llm_judge"] = "llm_judge"
-    template: str = DEFAULT_TEMPLATE
-    system: str | None = None
-    top_logprobs: int = Field(default=20, ge=2, le=20)
-    max_solution_chars: int = Field(default=6000, ge=100)
+    template: str = Field(
+        default=DEFAULT_TEMPLATE, description="The question to the judge: {question}, {solution}."
+    )
+    system: str | None = Field(default=None, description="A system message for the judge.")
+    top_logprobs: int = Field(
+        default=20, ge=2, le=20, description="Alternatives read for the Yes/No verdict."
+    )
+    max_solution_chars: int = Field(
+        default=6000, ge=100, description="Only the end of a longer solution is shown."
+    )
 
     @field_validator("template")
     @classmethod
