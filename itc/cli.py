@@ -77,6 +77,21 @@ def _load(path: Path) -> PipelineConfig:
         raise _fail(str(error)) from None
 
 
+def _with_budget(pipeline: PipelineConfig, **limits: float | None) -> PipelineConfig:
+    """The pipeline with the given budget limits overridden, validated like a config file."""
+    from itc.types import Budget
+
+    given = {name: value for name, value in limits.items() if value is not None}
+    if not given:
+        return pipeline
+    try:
+        budget = Budget.model_validate({**pipeline.budget.model_dump(), **given})
+    except ValidationError:
+        shown = ", ".join(f"--budget-{k.replace('_', '-')} {v}" for k, v in given.items())
+        raise _fail(f"{shown}: budget limits must be positive numbers") from None
+    return pipeline.model_copy(update={"budget": budget})
+
+
 def _writable_dir(path: Path, option: str) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -128,16 +143,11 @@ def run(
     from itc.backends.connect import connect
     from itc.planner.executor import Planner
     from itc.runtime.context import Runtime
-    from itc.types import Budget, Problem
+    from itc.types import Problem
     from itc.verifiers.math import math_grader_if_installed
 
-    pipeline = _load(config)
+    pipeline = _with_budget(_load(config), tokens=budget_tokens)
     budget = pipeline.budget
-    if budget_tokens is not None:
-        try:
-            budget = Budget.model_validate({**budget.model_dump(), "tokens": budget_tokens})
-        except ValidationError:
-            raise _fail(f"--budget-tokens {budget_tokens}: must be a positive number") from None
     if trace_json is not None and trace_json.is_dir():
         raise _fail(f"--trace-json {trace_json} is a folder; give a file path")
 
@@ -149,7 +159,8 @@ def run(
             planner = Planner(Runtime(backend=backend, grader=grader))
             return await planner.run(pipeline, Problem(id="cli", prompt=problem), budget)
 
-    result = _guard(lambda: asyncio.run(go()))
+    with console.status(f"running {pipeline.name}", spinner="dots"):
+        result = _guard(lambda: asyncio.run(go()))
     out.print(f"[bold]answer:[/] {result.answer}")
     if result.text is not None:
         out.print(f"[bold]solution:[/] {result.text.strip()}", highlight=False)
@@ -217,6 +228,12 @@ def bench(
         Path | None, typer.Option(help="SQLite response cache: identical requests replay.")
     ] = None,
     report: Annotated[bool, typer.Option(help="Write report.md and plots.")] = True,
+    budget_tokens: Annotated[
+        int | None, typer.Option(help="Hard token limit per problem, for every config.")
+    ] = None,
+    budget_calls: Annotated[
+        int | None, typer.Option(help="Hard LLM-call limit per problem, for every config.")
+    ] = None,
 ) -> None:
     """Run pipelines over a dataset; print accuracy, tokens, calls and wall time side by side.
 
@@ -230,7 +247,10 @@ def bench(
     from itc.bench.sweep import expand_sweeps, parse_sweep_options
 
     def prepare():  # type: ignore[no-untyped-def]
-        pipelines = [load_pipeline(path) for path in configs]
+        pipelines = [
+            _with_budget(load_pipeline(path), tokens=budget_tokens, calls=budget_calls)
+            for path in configs
+        ]
         if sweep:
             try:
                 assignments = parse_sweep_options(sweep)

@@ -77,7 +77,9 @@ def test_an_output_dir_that_is_a_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("tokens", ["0", "-5"])
 def test_run_rejects_a_non_positive_budget(tokens: str) -> None:
     done = itc("run", GREEDY, "--problem", "?", "--budget-tokens", tokens)
-    assert_clear_error(done, f"--budget-tokens {tokens}: must be a positive number")
+    assert_clear_error(done, f"--budget-tokens {tokens}: budget limits must be positive numbers")
+    bench = ("bench", GREEDY, "--dataset", "synthetic", "--count", "2")
+    assert_clear_error(itc(*bench, "--budget-calls", tokens), f"--budget-calls {tokens}: budget")
 
 
 def test_run_rejects_a_trace_path_that_is_a_folder(tmp_path: Path) -> None:

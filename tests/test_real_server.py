@@ -314,3 +314,22 @@ def test_cli_sweep_then_report(vllm_server, tmp_path) -> None:
     again = itc_cli("report", str(runs), "--out-dir", str(tmp_path / "rep"), timeout=300)
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "rep" / "report.md").read_text().count("sc[n=") >= 2
+
+
+def test_cli_bench_budget_override_is_hard_and_kept_apart(vllm_server, tmp_path) -> None:
+    runs = tmp_path / "runs"
+    common = (
+        "bench", str(ROOT / "examples/greedy.yaml"), "--dataset", "synthetic", "--count", "2",
+        "--base-url", vllm_server.base_url, "--output-dir", str(runs), "--no-report",
+    )
+    assert itc_cli(*common, timeout=600).returncode == 0
+    capped = itc_cli(*common, "--budget-tokens", "120", timeout=600)
+    assert capped.returncode == 0, capped.stderr
+    files = sorted(runs.glob("greedy-*.jsonl"))
+    assert len(files) == 2  # a budget is part of the config, so of the resume key
+    rows = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    budgeted = [r for r in rows if r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"]
+                <= 120 and r["fingerprint"] != rows[0]["fingerprint"]]
+    assert len(budgeted) == 2
+    # Rerunning with the override kept the unbudgeted entry in the summary.
+    assert len(json.loads((runs / "summary.json").read_text())) == 2
