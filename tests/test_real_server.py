@@ -327,9 +327,12 @@ def test_cli_bench_budget_override_is_hard_and_kept_apart(vllm_server, tmp_path)
     assert capped.returncode == 0, capped.stderr
     files = sorted(runs.glob("greedy-*.jsonl"))
     assert len(files) == 2  # a budget is part of the config, so of the resume key
+    greedy = load_pipeline(ROOT / "examples/greedy.yaml")
+    capped_fingerprint = greedy.model_copy(update={"budget": Budget(tokens=120)}).fingerprint()
     rows = [json.loads(line) for f in files for line in f.read_text().splitlines()]
-    budgeted = [r for r in rows if r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"]
-                <= 120 and r["fingerprint"] != rows[0]["fingerprint"]]
+    budgeted = [r for r in rows if r["fingerprint"] == capped_fingerprint]
     assert len(budgeted) == 2
+    assert all(r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"] <= 120 for r in rows
+               if r in budgeted)
     # Rerunning with the override kept the unbudgeted entry in the summary.
     assert len(json.loads((runs / "summary.json").read_text())) == 2
