@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: prepares the local vLLM server with the larger bundled model (cached after the
-# first run), then runs greedy decoding, self-consistency and weighted best-of-N (4 samples
+# first run), then runs greedy decoding, weighted best-of-N and self-consistency (4 samples
 # each) on 16 seeded two-step arithmetic word problems and prints them side by side.
 # Knobs: MODEL (a bundled name or model folder), COUNT, N, OUTPUT_DIR; extra flags go to
 # `itc bench` (for example --base-url to use a running server).
@@ -8,9 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 OUT="${OUTPUT_DIR:-runs/demo}"
-.venv/bin/itc bench examples/greedy.yaml examples/self_consistency.yaml \
-  examples/best_of_n_weighted.yaml --model "${MODEL:-qwen2.5-coder-0.5b}" \
+.venv/bin/itc bench examples/greedy.yaml examples/best_of_n_weighted.yaml \
+  examples/self_consistency.yaml --model "${MODEL:-qwen2.5-coder-0.5b}" \
   --dataset synthetic --difficulty 1 --count "${COUNT:-16}" --sweep "main.inner.n=${N:-4}" \
   --cache "$OUT/cache.sqlite" --output-dir "$OUT" "$@"
-echo "Weighted best-of-N draws the same seeded samples as self-consistency, so the response"
-echo "cache replays them: its tokens are charged in full, its wall time is the re-scoring only."
+echo "Self-consistency draws the same seeded samples as weighted best-of-N (which also asked"
+echo "for their logprobs), so the response cache replays them: its tokens are charged in full,"
+echo "its wall time is the vote only."

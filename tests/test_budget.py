@@ -73,3 +73,20 @@ async def test_context_length_clips_max_tokens() -> None:
     )
     assert backend.requests[0].max_tokens == 25
     assert result.choices[0].finish_reason == "length"
+
+
+async def test_cut_calls_that_did_not_stream_are_charged_their_reservation_within_budget() -> None:
+    # A real server reports nothing until a call not streamed is done: cutting one charges
+    # its whole reservation, which was admitted inside the budget, so the limit still holds.
+    backend = ScriptedBackend(answers(LONG), seconds_per_token=0.001, meter_unstreamed=False)
+    ctx = context(backend, Budget(tokens=300))
+    node = Generate(n=1, max_tokens=100)
+    tasks = [asyncio.create_task(node.run(ctx.child("g", rollout=i), [])) for i in range(3)]
+    await asyncio.sleep(0.01)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    cancelled = [e for e in ctx.trace.events if e.status == "cancelled"]
+    assert cancelled and all("whole reservation" in (e.detail or "") for e in cancelled)
+    assert all(e.completion_tokens == e.max_tokens for e in cancelled)
+    assert ctx.ledger.spent.total_tokens <= 300

@@ -38,3 +38,23 @@ async def test_unseeded_sampling_is_never_cached(tmp_path) -> None:
     await planner.run(pipeline, PROBLEM)
     await planner.run(pipeline, PROBLEM)
     assert backend.hits == 0 and len(scripted.requests) == 2
+
+
+async def test_samples_stored_with_logprobs_serve_a_vote_that_needs_none(tmp_path) -> None:
+    from itc.verifiers.self_certainty import SelfCertainty
+
+    sampler = Generate(n=3, seed=2)
+    weighted = PipelineConfig.single(SelfConsistency(inner=sampler, scorer=SelfCertainty()))
+    plain = PipelineConfig.single(SelfConsistency(inner=sampler))
+    scripted = ScriptedBackend(answers("answer is 4", "answer is 5", "answer is 4"))
+    backend = CachedBackend(scripted, tmp_path / "c.sqlite")
+    first = await Planner(Runtime(backend=backend)).run(weighted, PROBLEM)
+    assert scripted.requests[0].logprobs is True
+    replay = await Planner(Runtime(backend=backend)).run(plain, PROBLEM)
+    assert backend.hits == 1 and len(scripted.requests) == 1
+    assert replay.answer == first.answer == "4"
+    # The other way round is a miss: a vote weighted by logprobs needs them in the answer.
+    other = CachedBackend(ScriptedBackend(answers("answer is 7")), tmp_path / "d.sqlite")
+    await Planner(Runtime(backend=other)).run(plain, PROBLEM)
+    await Planner(Runtime(backend=other)).run(weighted, PROBLEM)
+    assert other.hits == 0 and other.misses == 2

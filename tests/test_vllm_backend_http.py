@@ -11,7 +11,9 @@ from itc.backends.base import BackendError, ContextLengthError, GenerationReques
 from itc.backends.vllm import VLLMBackend
 from itc.types import Message
 
-REQUEST = GenerationRequest(messages=(Message(role="user", content="hi"),), n=2, max_tokens=3)
+REQUEST = GenerationRequest(
+    messages=(Message(role="user", content="hi"),), n=2, max_tokens=3, stream=True, logprobs=True
+)
 
 
 def sse(*chunks: dict) -> bytes:

@@ -39,13 +39,21 @@ class StructuredOutputs(BaseModel):
 
 
 class GenerationRequest(BaseModel):
-    """Everything one LLM call may ask for. Either a raw `prompt` (completions API, for
-    token-exact prefixes) or chat `messages` (chat API, the server renders the template)."""
+    """Everything one LLM call may ask for. Exactly one input: a raw `prompt` (text), chat
+    `messages` (the server's chat template renders them) or `prompt_ids` (token ids, sent as
+    they are: token-exact prefixes with no tokenizer round trip).
+
+    The request is the response cache's key, minus `stream` (how the answer travels does not
+    change what it is).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     prompt: str | None = None
     messages: tuple[Message, ...] | None = None
+    prompt_ids: tuple[int, ...] | None = None
+    """A prompt already in token ids (e.g. a result's `prompt_ids` plus a choice's
+    `token_ids`): its count is `len(prompt_ids)`, known without asking the server."""
     n: int = Field(default=1, ge=1)
     max_tokens: int = Field(default=256, ge=0)
     temperature: float = Field(default=1.0, ge=0.0)
@@ -60,11 +68,20 @@ class GenerationRequest(BaseModel):
     echo: bool = False
     continue_final_message: bool = False
     structured_outputs: StructuredOutputs | None = None
+    stream: bool = False
+    """Stream the answer token by token, so that a call cut mid-way is charged what the
+    server had produced. A call not streamed that is cut is charged its whole reservation
+    (the server does not say what it spent). Streaming costs the server's API process work
+    per token, which competes with the model on small machines: ask for it only for calls a
+    parent may cancel (`NodeContext.streams` does it for whole subtrees)."""
 
     @model_validator(mode="after")
     def _one_input(self) -> GenerationRequest:
-        if (self.prompt is None) == (self.messages is None):
-            raise ValueError("a request needs exactly one of 'prompt' or 'messages'")
+        given = [x for x in (self.prompt, self.messages, self.prompt_ids) if x is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a request needs exactly one of 'prompt', 'messages' or 'prompt_ids'"
+            )
         if self.continue_final_message and (
             self.messages is None or self.messages[-1].role != "assistant"
         ):
@@ -86,7 +103,11 @@ class Choice(BaseModel):
     finish_reason: str | None = None
     stop_reason: str | int | None = None
     token_logprobs: tuple[float, ...] | None = None
+    """Each sampled token's logprob; None unless the request asked for logprobs."""
     top_logprobs: tuple[dict[str, float], ...] | None = None
+    token_ids: tuple[int, ...] | None = None
+    """The sampled token ids, when the backend knows them: appended to the result's
+    `prompt_ids` they continue this sample exactly, with no re-tokenisation of its text."""
 
 
 class GenerationResult(BaseModel):
@@ -96,6 +117,8 @@ class GenerationResult(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     prompt_logprobs: tuple[dict[str, float] | None, ...] | None = None
+    prompt_ids: tuple[int, ...] | None = None
+    """The prompt as the model saw it, in token ids (a chat after its template), when known."""
     latency: float = 0.0
 
 
@@ -104,12 +127,16 @@ class StreamProgress:
     """Tokens the server has produced so far for one call, kept up to date while it streams.
 
     The planner reads it when a call is cancelled or fails midway, so that what the server
-    spent is charged even though no final `usage` arrived.
+    spent is charged even though no final `usage` arrived; while `unmetered` (an attempt not
+    streamed is out) it charges the attempt's whole `max_tokens` instead.
     """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     attempts: int = 0
+    unmetered: bool = False
+    """An attempt is at the server whose tokens are not counted as they come (it is not
+    streamed): if the call is cut now, it may have spent all its `max_tokens`."""
     events: list[str] = field(default_factory=list)
     prefilled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the server has produced a first token, i.e. the prompt is in its KV cache."""
@@ -131,7 +158,11 @@ class Backend(Protocol):
         self, request: GenerationRequest, progress: StreamProgress | None = None
     ) -> GenerationResult: ...
 
-    async def count_prompt_tokens(self, request: GenerationRequest) -> int: ...
+    async def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """The prompt's length as the server will count it; `len(request.prompt_ids)` when
+        the request carries ids. Called inside the runtime's in-flight limit, just before
+        `generate` with the same request."""
+        ...
 
     async def max_model_len(self) -> int: ...
 

@@ -33,18 +33,30 @@ class CachedBackend:
     def _key(self, request: GenerationRequest) -> str | None:
         if request.temperature > 0 and request.seed is None:
             return None
-        payload = {"model": self.inner.model, "request": request.model_dump(mode="json")}
+        payload = {"model": self.inner.model, "request": key_fields(request)}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def _lookup(self, request: GenerationRequest) -> str | None:
+        """A stored answer to `request`, or to the same request with logprobs: the same seeded
+        samples, with more detail than this one needs."""
+        for candidate in (request, request.model_copy(update={"logprobs": True})):
+            key = self._key(candidate)
+            if key is None:
+                return None
+            row = self._db.execute("SELECT result FROM responses WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                return str(row[0])
+        return None
 
     async def generate(
         self, request: GenerationRequest, progress: StreamProgress | None = None
     ) -> GenerationResult:
         key = self._key(request)
         if key is not None:
-            row = self._db.execute("SELECT result FROM responses WHERE key = ?", (key,)).fetchone()
+            row = self._lookup(request)
             if row is not None:
                 self.hits += 1
-                result = GenerationResult.model_validate_json(row[0])
+                result = GenerationResult.model_validate_json(row)
                 if progress is not None:
                     progress.attempts += 1
                     progress.prompt_tokens = result.prompt_tokens
@@ -70,3 +82,18 @@ class CachedBackend:
     async def aclose(self) -> None:
         self._db.close()
         await self.inner.aclose()
+
+
+KEY_NEUTRAL_DEFAULTS = {"logprobs": False, "prompt_ids": None}
+"""Fields added after caches were first written: left out of the key while at these
+defaults, so entries written before them still replay."""
+
+
+def key_fields(request: GenerationRequest) -> dict[str, object]:
+    """The request as a cache key: everything that shapes the answer, not `stream` (how
+    the answer travels)."""
+    dumped = request.model_dump(mode="json", exclude={"stream"})
+    for name, default in KEY_NEUTRAL_DEFAULTS.items():
+        if getattr(request, name) == default:
+            dumped.pop(name)
+    return dumped

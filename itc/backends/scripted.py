@@ -1,8 +1,10 @@
 """A deterministic in-process backend for fast tests of algorithm logic.
 
 It answers from a script (a function of the request and the sample index), counts one
-token per whitespace-separated word, and streams word by word so that cancellation and
-budget clipping behave as they do against a real server.
+token per whitespace-separated word (each distinct word gets a token id, so requests can
+carry `prompt_ids` and choices return `token_ids` as with vLLM), and produces its answer
+word by word so that cancellation and budget clipping behave as they do against a real
+server.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from itc.backends.base import Choice, GenerationRequest, GenerationResult, Strea
 Script = Callable[[GenerationRequest, int], str]
 
 
-def prompt_text(request: GenerationRequest) -> str:
+def prompt_text(request: GenerationRequest, vocabulary: list[str] | None = None) -> str:
+    """The request's prompt as text (ids are read back through `vocabulary`)."""
     if request.prompt is not None:
         return request.prompt
+    if request.prompt_ids is not None:
+        words = vocabulary or []
+        return " ".join(words[i] if 0 <= i < len(words) else f"<{i}>" for i in request.prompt_ids)
     assert request.messages is not None
     return "\n".join(m.content for m in request.messages)
 
@@ -30,10 +36,31 @@ class ScriptedBackend:
     context_length: int = 4096
     seconds_per_token: float = 0.0
     logprob: float = -0.1
+    meter_unstreamed: bool = True
+    """Count tokens as they come even for calls that are not streamed, as if every call
+    streamed (what algorithm tests want). False mimics a real server: a call not streamed
+    reports nothing until it is done, so a cut one is charged its whole reservation."""
     requests: list[GenerationRequest] = field(default_factory=list)
     cancelled: int = 0
+    counted: int = 0
+    """How many times a prompt was counted (a tokenizer round trip, for a real server)."""
+    vocabulary: list[str] = field(default_factory=list)
+    _ids: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def encode(self, text: str) -> tuple[int, ...]:
+        """One id per word, assigned on first sight."""
+        ids = []
+        for word in text.split():
+            if word not in self._ids:
+                self._ids[word] = len(self.vocabulary)
+                self.vocabulary.append(word)
+            ids.append(self._ids[word])
+        return tuple(ids)
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        if request.prompt_ids is not None:
+            return len(request.prompt_ids)
+        self.counted += 1
         return len(prompt_text(request).split())
 
     async def max_model_len(self) -> int:
@@ -48,9 +75,12 @@ class ScriptedBackend:
         progress = progress if progress is not None else StreamProgress()
         progress.attempts += 1
         self.requests.append(request)
-        prompt_tokens = await self.count_prompt_tokens(request)
-        progress.prompt_tokens = prompt_tokens
+        prompt_ids = request.prompt_ids or self.encode(prompt_text(request, self.vocabulary))
+        live = request.stream or self.meter_unstreamed
+        progress.prompt_tokens = len(prompt_ids)
+        progress.unmetered = not live
         progress.prefilled.set()
+        logprobs = request.logprobs or request.top_logprobs > 0
         choices = []
         try:
             for index in range(request.n):
@@ -60,22 +90,29 @@ class ScriptedBackend:
                 for _ in words:
                     if self.seconds_per_token:
                         await asyncio.sleep(self.seconds_per_token)
-                    progress.completion_tokens += 1
+                    if live:
+                        progress.completion_tokens += 1
                 choices.append(
                     Choice(
                         index=index,
                         text=" ".join(words),
                         completion_tokens=len(words),
                         finish_reason=finish,
-                        token_logprobs=tuple(self.logprob for _ in words),
+                        token_logprobs=tuple(self.logprob for _ in words) if logprobs else None,
                         top_logprobs=({"Yes": -0.2, "No": -1.7},) if request.top_logprobs else None,
+                        token_ids=self.encode(" ".join(words)),
                     )
                 )
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
+        completion_tokens = sum(c.completion_tokens for c in choices)
+        if not live:
+            progress.unmetered = False
+            progress.completion_tokens += completion_tokens
         return GenerationResult(
             choices=tuple(choices),
-            prompt_tokens=prompt_tokens,
-            completion_tokens=sum(c.completion_tokens for c in choices),
+            prompt_tokens=len(prompt_ids),
+            completion_tokens=completion_tokens,
+            prompt_ids=prompt_ids,
         )

@@ -1,7 +1,13 @@
 """A vLLM OpenAI-compatible server over one shared `httpx.AsyncClient`.
 
-Sampling requests stream (with usage in every chunk) so that a call cancelled midway still
-reports what the server spent; scoring requests (echo / prompt_logprobs) do not stream.
+The hot path, measured on a 2-core box (benchmarks/hot_path.py): a chat or text prompt is
+rendered to token ids once (`/tokenize`, which also gives the exact count the budget needs)
+and kept in a bounded LRU; the call then goes to `/v1/completions` with those ids, so the
+server does not render or tokenise it again, and a request that already carries ids needs no
+round trip at all. Calls answer in one response unless the request asks to stream (only
+calls that may be cancelled need to: streaming, per-token usage and logprobs cost the API
+process work per token that competes with the model). Logprobs are asked for only when the
+request wants them. Every sampled choice comes back with its token ids.
 """
 
 from __future__ import annotations
@@ -10,7 +16,8 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Hashable
 from typing import Any
 
 import httpx
@@ -25,6 +32,9 @@ from itc.backends.base import (
 )
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+NOT_STARTED_STATUSES = frozenset({408, 429, 503})
+"""Retried statuses that mean the server did not work on the request (timed out waiting,
+rate-limited, overloaded); after the others the work it did is unknown."""
 
 
 class VLLMBackend:
@@ -40,7 +50,10 @@ class VLLMBackend:
         backoff_base: float = 0.5,
         api_key: str | None = None,
         client: httpx.AsyncClient | None = None,
+        render_cache_size: int = 1024,
     ) -> None:
+        """`render_cache_size` bounds how many rendered prompts (token ids) are kept, least
+        recently used dropped first."""
         self.base_url = base_url.rstrip("/")
         self.model = model or ""
         self.max_retries = max_retries
@@ -53,7 +66,8 @@ class VLLMBackend:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         )
         self._jitter = random.Random()
-        self._token_counts: dict[str, int] = {}
+        self._rendered = RenderCache(render_cache_size)
+        self._rendering: dict[Hashable, asyncio.Task[tuple[int, ...]]] = {}
         self._max_model_len: int | None = None
 
     # -- lifecycle and server facts -------------------------------------------------------
@@ -119,7 +133,31 @@ class VLLMBackend:
         return totals
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
-        """Prompt length as the server will count it (its own tokenizer and chat template)."""
+        """Prompt length as the server will count it (its own tokenizer and chat template):
+        `len(prompt_ids)`, or the length of the prompt rendered once and remembered."""
+        return len(await self.render(request))
+
+    async def render(self, request: GenerationRequest) -> tuple[int, ...]:
+        """The request's prompt in token ids, as the server's `/tokenize` renders it.
+
+        Kept in the LRU, so the `generate` that follows sends the ids without asking again;
+        concurrent requests for the same prompt share one round trip.
+        """
+        if request.prompt_ids is not None:
+            return request.prompt_ids
+        key = _render_key(request)
+        ids = self._rendered.get(key)
+        if ids is not None:
+            return ids
+        task = self._rendering.get(key)
+        if task is None:
+            task = asyncio.create_task(self._render_now(key, request))
+            self._rendering[key] = task
+            task.add_done_callback(lambda done: self._render_done(key, done))
+        # Shielded: one waiter being cancelled must not cancel the others' round trip.
+        return await asyncio.shield(task)
+
+    async def _render_now(self, key: Hashable, request: GenerationRequest) -> tuple[int, ...]:
         body: dict[str, Any] = {"model": self.model}
         if request.prompt is not None:
             body["prompt"] = request.prompt
@@ -127,11 +165,18 @@ class VLLMBackend:
             body["messages"] = _wire_messages(request)
             body["add_generation_prompt"] = not request.continue_final_message
             body["continue_final_message"] = request.continue_final_message
-        key = json.dumps(body, sort_keys=True)
-        if key not in self._token_counts:
-            data = await self._request_json("POST", "/tokenize", body)
-            self._token_counts[key] = int(data["count"])
-        return self._token_counts[key]
+        data = await self._request_json("POST", "/tokenize", body)
+        ids = tuple(int(t) for t in data["tokens"])
+        if len(ids) != int(data.get("count", len(ids))):
+            raise BackendError(f"/tokenize returned {len(ids)} ids but a count of {data['count']}")
+        self._rendered.put(key, ids)
+        return ids
+
+    def _render_done(self, key: Hashable, task: asyncio.Task[tuple[int, ...]]) -> None:
+        if self._rendering.get(key) is task:
+            del self._rendering[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here, so a failure nobody awaited is not logged
 
     async def tokenize(self, text: str) -> list[int]:
         data = await self._request_json(
@@ -145,18 +190,16 @@ class VLLMBackend:
         self, request: GenerationRequest, progress: StreamProgress | None = None
     ) -> GenerationResult:
         progress = progress if progress is not None else StreamProgress()
-        path = "/v1/completions" if request.prompt is not None else "/v1/chat/completions"
-        body = self._body(request)
+        ids = request.prompt_ids if request.scores_only else self._known_ids(request)
+        path, body = self._wire(request, ids)
         started = time.perf_counter()
         for attempt in range(self.max_retries + 1):
             progress.attempts = attempt + 1
             try:
-                if request.scores_only:
-                    data = await self._request_json("POST", path, body, retry=False)
-                    result = _parse_full(data, request)
-                else:
+                if body.get("stream"):
                     result = await self._stream(path, body, request, progress)
-                return result.model_copy(update={"latency": time.perf_counter() - started})
+                else:
+                    result = await self._post(path, body, request, progress)
             except _Retryable as error:
                 progress.events.append(str(error))
                 if attempt == self.max_retries:
@@ -164,9 +207,26 @@ class VLLMBackend:
                         f"{path} failed after {attempt + 1} attempts: {error}"
                     ) from error
                 await asyncio.sleep(self._backoff(attempt))
+                continue
+            update: dict[str, Any] = {"latency": time.perf_counter() - started}
+            if ids is not None:
+                update["prompt_ids"] = ids
+            elif result.prompt_ids is not None and not request.scores_only:
+                # The server rendered it: remember, so counting it later needs no round trip.
+                self._rendered.put(_render_key(request), result.prompt_ids)
+            return result.model_copy(update=update)
         raise AssertionError("unreachable")
 
-    def _body(self, request: GenerationRequest) -> dict[str, Any]:
+    def _known_ids(self, request: GenerationRequest) -> tuple[int, ...] | None:
+        """The prompt's ids if known without a round trip (carried, or rendered earlier)."""
+        if request.prompt_ids is not None:
+            return request.prompt_ids
+        return self._rendered.get(_render_key(request))
+
+    def _wire(
+        self, request: GenerationRequest, ids: tuple[int, ...] | None
+    ) -> tuple[str, dict[str, Any]]:
+        """The endpoint and JSON body for a request; `ids` (when known) replace its prompt."""
         body: dict[str, Any] = {
             "model": self.model,
             "n": request.n,
@@ -185,19 +245,66 @@ class VLLMBackend:
             body["echo"] = True
         if request.structured_outputs is not None:
             body["structured_outputs"] = request.structured_outputs.to_wire()
-        if request.prompt is not None:
-            body["prompt"] = request.prompt
-            body["logprobs"] = request.top_logprobs
+        if not request.scores_only:
+            # Echoed prompts are detokenised only without it; sampled choices want their ids.
+            body["return_token_ids"] = True
+        wants_logprobs = request.logprobs or request.top_logprobs > 0
+        if ids is not None or request.prompt is not None:
+            path = "/v1/completions"
+            body["prompt"] = list(ids) if ids is not None else request.prompt
+            if wants_logprobs:
+                body["logprobs"] = request.top_logprobs
         else:
+            path = "/v1/chat/completions"
             body["messages"] = _wire_messages(request)
-            body["logprobs"] = True
-            body["top_logprobs"] = request.top_logprobs
             body["continue_final_message"] = request.continue_final_message
             body["add_generation_prompt"] = not request.continue_final_message
-        if not request.scores_only:
+            if wants_logprobs:
+                body["logprobs"] = True
+                body["top_logprobs"] = request.top_logprobs
+        if request.stream and not request.scores_only:
             body["stream"] = True
-            body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
-        return body
+            # Chunks carry token ids, which count what was produced; the chat API may hide
+            # them (reasoning parsers), so there the usage comes with every chunk as well.
+            body["stream_options"] = {"include_usage": True}
+            if path == "/v1/chat/completions":
+                body["stream_options"]["continuous_usage_stats"] = True
+        return path, body
+
+    async def _post(
+        self,
+        path: str,
+        body: dict[str, Any],
+        request: GenerationRequest,
+        progress: StreamProgress,
+    ) -> GenerationResult:
+        """One attempt as a single response. Until it arrives the server's spending is not
+        known, so the attempt is `unmetered`; a failed attempt is charged its worst case."""
+        progress.unmetered = True
+        try:
+            response = await self._send("POST", path, body, retry=False)
+            data = response.json()
+        except BackendError:
+            progress.unmetered = False  # refused with a client error: nothing was generated
+            raise
+        except (_Retryable, ValueError) as error:
+            progress.unmetered = False
+            if getattr(error, "status", None) not in NOT_STARTED_STATUSES:
+                # The answer was lost on the way: the server may have produced all of it.
+                progress.completion_tokens += request.n * request.max_tokens
+                progress.events.append(
+                    f"attempt {progress.attempts} charged its worst case "
+                    f"({request.n}x{request.max_tokens} tokens): {error}"
+                )
+            if isinstance(error, ValueError):
+                raise BackendError(f"{path} returned non-JSON: {response.text[:300]!r}") from error
+            raise
+        progress.unmetered = False
+        result = _parse_full(data, request)
+        progress.prompt_tokens = result.prompt_tokens
+        progress.completion_tokens += result.completion_tokens
+        progress.prefilled.set()
+        return result
 
     async def _stream(
         self,
@@ -206,20 +313,29 @@ class VLLMBackend:
         request: GenerationRequest,
         progress: StreamProgress,
     ) -> GenerationResult:
-        builders = [_ChoiceBuilder(i) for i in range(request.n)]
+        """One attempt as a stream. Each chunk carries its token ids, so what was produced is
+        known at every moment (no per-chunk usage needed); the final chunk carries the usage."""
+        builders = [_ChoiceBuilder(i, request) for i in range(request.n)]
         prompt_tokens = completion_tokens = 0
+        prompt_ids: tuple[int, ...] | None = None
         final_usage = False
         charged_before = progress.completion_tokens
+        chat = path.endswith("/chat/completions")
         async for chunk in self._sse(path, body):
+            if prompt_ids is None and chunk.get("prompt_token_ids"):
+                prompt_ids = tuple(chunk["prompt_token_ids"])
             for raw in chunk.get("choices") or []:
-                builder = builders[raw["index"]]
-                builder.add(raw, chat=request.messages is not None)
+                if prompt_ids is None and raw.get("prompt_token_ids"):
+                    prompt_ids = tuple(raw["prompt_token_ids"])
+                builders[raw["index"]].add(raw, chat=chat)
                 progress.prefilled.set()
             usage = chunk.get("usage")
             if usage:
                 prompt_tokens = int(usage.get("prompt_tokens") or 0)
                 completion_tokens = int(usage.get("completion_tokens") or 0)
                 final_usage = final_usage or not chunk.get("choices")
+            elif prompt_ids is not None:
+                prompt_tokens = len(prompt_ids)
             progress.prompt_tokens = prompt_tokens
             progress.completion_tokens = charged_before + max(
                 completion_tokens, sum(b.tokens for b in builders)
@@ -229,9 +345,10 @@ class VLLMBackend:
             raise _Retryable(f"stream from {path} ended without a final usage chunk")
         progress.completion_tokens = charged_before + completion_tokens
         return GenerationResult(
-            choices=tuple(b.build() for b in builders),
+            choices=tuple(b.build(completion_tokens, request.n) for b in builders),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            prompt_ids=prompt_ids,
         )
 
     async def _sse(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -292,7 +409,12 @@ class VLLMBackend:
 
 
 class _Retryable(Exception):
-    """A transient failure: connection trouble, 429 or 5xx."""
+    """A transient failure: connection trouble, 429 or 5xx (`status`, when the server
+    answered)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _raise_for_status(response: httpx.Response) -> None:
@@ -301,7 +423,8 @@ def _raise_for_status(response: httpx.Response) -> None:
     message = _server_message(response)
     where = f"{response.request.method} {response.request.url.path}"
     if response.status_code in RETRY_STATUSES:
-        raise _Retryable(f"{where} -> HTTP {response.status_code}: {message}")
+        raise _Retryable(f"{where} -> HTTP {response.status_code}: {message}",
+                         status=response.status_code)
     error_type = ContextLengthError if "context length" in message.lower() else BackendError
     raise error_type(f"{where} -> HTTP {response.status_code}: {message}")
 
@@ -326,49 +449,99 @@ def _wire_messages(request: GenerationRequest) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.content} for m in request.messages]
 
 
-class _ChoiceBuilder:
-    """Accumulates one choice's streamed text and logprobs."""
+class RenderCache:
+    """Rendered prompts (token ids) by what was rendered, bounded: least recently used out."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("the render cache needs room for at least one prompt")
+        self.size = size
+        self._ids: OrderedDict[Hashable, tuple[int, ...]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def get(self, key: Hashable) -> tuple[int, ...] | None:
+        ids = self._ids.get(key)
+        if ids is not None:
+            self._ids.move_to_end(key)
+        return ids
+
+    def put(self, key: Hashable, ids: tuple[int, ...]) -> None:
+        self._ids[key] = ids
+        self._ids.move_to_end(key)
+        while len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+
+
+def _render_key(request: GenerationRequest) -> Hashable:
+    """What a rendering depends on (messages are frozen, hence hashable)."""
+    if request.prompt is not None:
+        return ("prompt", request.prompt)
+    return ("chat", request.messages, request.continue_final_message)
+
+
+class _ChoiceBuilder:
+    """Accumulates one choice's text, token ids and logprobs (streamed or whole)."""
+
+    def __init__(self, index: int, request: GenerationRequest) -> None:
         self.index = index
+        self.top_k = request.top_logprobs
         self.parts: list[str] = []
+        self.ids: list[int] = []
         self.logprobs: list[float] = []
         self.tops: list[dict[str, float]] = []
+        self.saw_ids = self.saw_logprobs = False
         self.finish_reason: str | None = None
         self.stop_reason: str | int | None = None
 
     @property
     def tokens(self) -> int:
-        return len(self.logprobs)
+        return len(self.ids) if self.saw_ids else len(self.logprobs)
 
     def add(self, raw: dict[str, Any], *, chat: bool) -> None:
         if chat:
-            self.parts.append((raw.get("delta") or {}).get("content") or "")
-            entries = (raw.get("logprobs") or {}).get("content") or []
-            for entry in entries:
-                self.logprobs.append(_finite(entry.get("logprob")))
-                self.tops.append(
-                    {t["token"]: _finite(t["logprob"]) for t in entry.get("top_logprobs") or []}
-                )
+            message = raw.get("delta") or raw.get("message") or {}
+            self.parts.append(message.get("content") or "")
+            logprobs = raw.get("logprobs")
+            if logprobs is not None:
+                self.saw_logprobs = True
+                for entry in logprobs.get("content") or []:
+                    self.logprobs.append(_finite(entry.get("logprob")))
+                    self.tops.append({
+                        t["token"]: _finite(t["logprob"]) for t in entry.get("top_logprobs") or []
+                    })
         else:
             self.parts.append(raw.get("text") or "")
-            logprobs = raw.get("logprobs") or {}
-            self.logprobs.extend(_finite(x) for x in logprobs.get("token_logprobs") or [])
-            for top in logprobs.get("top_logprobs") or []:
-                self.tops.append({k: _finite(v) for k, v in (top or {}).items()})
+            logprobs = raw.get("logprobs")
+            if logprobs is not None:
+                self.saw_logprobs = True
+                self.logprobs.extend(_finite(x) for x in logprobs.get("token_logprobs") or [])
+                for top in logprobs.get("top_logprobs") or []:
+                    # The completions API adds the sampled token to the top k; the chat API
+                    # (and this backend, for both) keeps the server's first k entries only.
+                    entries = list((top or {}).items())[: self.top_k]
+                    self.tops.append({k: _finite(v) for k, v in entries})
+        if raw.get("token_ids") is not None:
+            self.saw_ids = True
+            self.ids.extend(int(t) for t in raw["token_ids"])
         if raw.get("finish_reason"):
             self.finish_reason = raw["finish_reason"]
             self.stop_reason = raw.get("stop_reason")
 
-    def build(self) -> Choice:
+    def build(self, usage_tokens: int, n: int) -> Choice:
+        tokens = self.tokens
+        if not self.saw_ids and not self.saw_logprobs and n == 1:
+            tokens = usage_tokens  # a server that returns neither: the usage is this choice's
         return Choice(
             index=self.index,
             text="".join(self.parts),
-            completion_tokens=len(self.logprobs),
+            completion_tokens=tokens,
             finish_reason=self.finish_reason,
             stop_reason=self.stop_reason,
-            token_logprobs=tuple(self.logprobs),
+            token_logprobs=tuple(self.logprobs) if self.saw_logprobs else None,
             top_logprobs=tuple(self.tops) if any(self.tops) else None,
+            token_ids=tuple(self.ids) if self.saw_ids else None,
         )
 
 
@@ -381,18 +554,17 @@ def _finite(value: Any) -> float:
 
 def _parse_full(data: dict[str, Any], request: GenerationRequest) -> GenerationResult:
     usage = data.get("usage") or {}
+    completion_tokens = int(usage.get("completion_tokens") or 0)
     choices = []
+    chat = "message" in ((data.get("choices") or [{}])[0])
+    prompt_ids = data.get("prompt_token_ids")
     for raw in data.get("choices") or []:
-        builder = _ChoiceBuilder(raw["index"])
-        if request.messages is not None:
-            builder.parts.append((raw.get("message") or {}).get("content") or "")
-            for entry in (raw.get("logprobs") or {}).get("content") or []:
-                builder.logprobs.append(_finite(entry.get("logprob")))
-        else:
-            builder.add(raw, chat=False)
+        builder = _ChoiceBuilder(raw["index"], request)
+        builder.add(raw, chat=chat)
         builder.finish_reason = raw.get("finish_reason")
         builder.stop_reason = raw.get("stop_reason")
-        choices.append(builder.build())
+        choices.append(builder.build(completion_tokens, request.n))
+        prompt_ids = prompt_ids or raw.get("prompt_token_ids")
     prompt_logprobs = None
     if data.get("prompt_logprobs") is not None or (
         data.get("choices") and data["choices"][0].get("prompt_logprobs") is not None
@@ -407,6 +579,7 @@ def _parse_full(data: dict[str, Any], request: GenerationRequest) -> GenerationR
     return GenerationResult(
         choices=tuple(choices),
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
+        completion_tokens=completion_tokens,
         prompt_logprobs=prompt_logprobs,
+        prompt_ids=tuple(prompt_ids) if prompt_ids else None,
     )

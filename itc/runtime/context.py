@@ -1,8 +1,9 @@
 """The handle a strategy gets: the only way it can reach an LLM.
 
-Every call goes through `NodeContext.generate`, which admits it against the problem's hard
-budget, waits for a slot under the run's global in-flight limit, sends it, charges what the
-server reports (or what it streamed before a cancellation), and records a trace event.
+Every call goes through `NodeContext.generate`, which waits for a slot under the run's global
+in-flight limit, counts the prompt (inside that slot), admits the call against the problem's
+hard budget, sends it, charges what the server reports (or, for a call cut short, what it
+streamed, or its whole reservation when it was not streamed), and records a trace event.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from itc.backends.base import Backend, GenerationRequest, GenerationResult, StreamProgress
-from itc.runtime.budget import BudgetExhausted, Ledger
+from itc.runtime.budget import BudgetExhausted, Ledger, Reservation
 from itc.runtime.trace import CallEvent, Trace
 from itc.types import Problem, Usage
 
@@ -51,7 +52,7 @@ class Runtime:
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.max_in_flight)
         self._context_limit: int | None = None
-        self._prefilling: dict[str, asyncio.Event] = {}
+        self._prefilling: dict[object, asyncio.Event] = {}
 
     @asynccontextmanager
     async def prefix_turn(
@@ -64,7 +65,7 @@ class Runtime:
         if not self.warm_prefixes:
             yield
             return
-        key = request.prompt if request.prompt is not None else repr(request.messages)
+        key = (request.prompt, request.messages, request.prompt_ids)
         leader = self._prefilling.get(key)
         if leader is not None:
             await leader.wait()
@@ -94,9 +95,16 @@ class NodeContext:
     rollout: int = 0
     wants_logprobs: bool = False
     """Set by a parent whose scorer reads token logprobs, so samplers below ask for them."""
+    streams: bool = False
+    """Set by a parent that may cancel the calls below mid-way (an early stop): they stream,
+    so a cancelled call is charged what it produced rather than its whole reservation."""
 
     def child(
-        self, name: str, rollout: int | None = None, wants_logprobs: bool | None = None
+        self,
+        name: str,
+        rollout: int | None = None,
+        wants_logprobs: bool | None = None,
+        streams: bool | None = None,
     ) -> NodeContext:
         """A context for a nested node; `rollout` tells repeated runs apart (seeds, cache)."""
         path = f"{self.path}/{name}" if self.path else name
@@ -108,6 +116,7 @@ class NodeContext:
             path,
             self.rollout if rollout is None else rollout,
             self.wants_logprobs if wants_logprobs is None else wants_logprobs,
+            self.streams if streams is None else streams,
         )
 
     @property
@@ -119,8 +128,31 @@ class NodeContext:
         return None if seed is None else (seed + 1_000_003 * self.rollout) % 2**31
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        backend = self.runtime.backend
-        prompt_tokens = await backend.count_prompt_tokens(request)
+        """Count, admit, send and charge one call.
+
+        The prompt is counted inside the in-flight limit: for the vLLM backend counting
+        renders the prompt to token ids once (the call then sends those ids), so a burst of
+        new prompts cannot flood the server with tokenizer round trips ahead of the calls.
+        """
+        if not request.stream and (self.streams or self.runtime.warm_prefixes):
+            # Cancellable calls stream for exact partial charges; warming needs first tokens.
+            request = request.model_copy(update={"stream": True})
+        progress = StreamProgress()
+        async with self.runtime.prefix_turn(request, progress), self.runtime.slots:
+            request, reservation = await self._admit(request)
+            return await self._send(request, reservation, progress)
+
+    async def _admit(self, request: GenerationRequest) -> tuple[GenerationRequest, Reservation]:
+        """Reserve the call's worst case against an exact prompt count, clipping max_tokens."""
+        try:
+            prompt_tokens = await self._within_deadline(
+                self.runtime.backend.count_prompt_tokens(request)
+            )
+        except BudgetExhausted as refusal:
+            self.trace.record(
+                CallEvent(node=self.path, status="refused", n=request.n, detail=str(refusal))
+            )
+            raise
         room = await self.runtime.context_limit() - prompt_tokens
         if room < (1 if request.max_tokens else 0):
             raise BudgetExhausted("context", f"prompt of {prompt_tokens} tokens fills the context")
@@ -136,7 +168,12 @@ class NodeContext:
             raise
         if reservation.max_tokens != request.max_tokens:
             request = request.model_copy(update={"max_tokens": reservation.max_tokens})
-        progress = StreamProgress()
+        return request, reservation
+
+    async def _send(
+        self, request: GenerationRequest, reservation: Reservation, progress: StreamProgress
+    ) -> GenerationResult:
+        """Send an admitted call and settle its reservation with what it spent."""
         started = time.monotonic()
         event = CallEvent(
             node=self.path,
@@ -147,26 +184,37 @@ class NodeContext:
         )
         spent = Usage()
         try:
-            async with self.runtime.prefix_turn(request, progress), self.runtime.slots:
-                result = await self._within_deadline(backend.generate(request, progress))
+            result = await self._within_deadline(self.runtime.backend.generate(request, progress))
         except BaseException as failure:
-            # The server may have worked on it: charge what it streamed, plus the prompt.
+            # The server may have worked on it: charge what it streamed, plus the prompt; an
+            # attempt cut while not streamed may have produced everything it was allowed.
             sent = progress.attempts > 0
+            completion = progress.completion_tokens
+            note = ""
+            if progress.unmetered:
+                completion += request.n * request.max_tokens
+                note = (
+                    f"not streamed, so charged its whole reservation "
+                    f"({request.n}x{request.max_tokens} completion tokens); "
+                )
             spent = Usage(
-                prompt_tokens=max(progress.prompt_tokens, prompt_tokens if sent else 0),
-                completion_tokens=progress.completion_tokens,
+                prompt_tokens=max(progress.prompt_tokens, reservation.prompt_tokens if sent else 0),
+                completion_tokens=completion,
                 calls=1 if sent else 0,
             )
             event.status = "cancelled" if isinstance(failure, asyncio.CancelledError) else "error"
-            event.detail = f"{type(failure).__name__}: {failure}"[:500]
+            event.detail = (note + f"{type(failure).__name__}: {failure}")[:500]
             raise
         else:
+            # Attempts the backend retried may have spent tokens too (`progress` counts them).
             spent = Usage(
                 prompt_tokens=result.prompt_tokens,
-                completion_tokens=result.completion_tokens,
+                completion_tokens=max(result.completion_tokens, progress.completion_tokens),
                 calls=1,
             )
             event.finish_reasons = [c.finish_reason for c in result.choices]
+            if progress.attempts > 1:
+                event.detail = "; ".join(progress.events)[:500]
             return result
         finally:
             spent.wall_time = time.monotonic() - started

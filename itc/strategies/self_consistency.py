@@ -128,6 +128,8 @@ class SelfConsistency(Aggregator):
                 "inner",
                 rollout=ctx.rollout * repeats + rollout,
                 wants_logprobs=ctx.wants_logprobs or self.wants_input_logprobs(),
+                # Runs an early stop may cancel stream, so they are charged what they produced.
+                streams=ctx.streams or self.early_stop is not None,
             )
             await self._count(ctx, tally, await inner.run(run_ctx, []))
 
