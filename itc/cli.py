@@ -32,6 +32,14 @@ BaseUrl = Annotated[
     str | None,
     typer.Option(help="A running OpenAI-compatible vLLM server; omit to start a local one."),
 ]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(envvar="ITC_API_KEY", help="Bearer token for --base-url (or $ITC_API_KEY)."),
+]
+MaxModelLen = Annotated[
+    int | None,
+    typer.Option(min=1, help="Context length, for a --base-url server that does not report it."),
+]
 Model = Annotated[
     str | None,
     typer.Option(
@@ -136,6 +144,8 @@ def run(
     problem: Annotated[str, typer.Option(help="The question to answer.")],
     base_url: BaseUrl = None,
     model: Model = None,
+    api_key: ApiKey = None,
+    max_model_len: MaxModelLen = None,
     budget_tokens: Annotated[int | None, typer.Option(help="Hard token limit.")] = None,
     trace_json: Annotated[Path | None, typer.Option(help="Write the full trace here.")] = None,
 ) -> None:
@@ -153,7 +163,9 @@ def run(
 
     async def go():  # type: ignore[no-untyped-def]
         async with (
-            connect(base_url, model, console) as backend,
+            connect(
+                base_url, model, console, api_key=api_key, max_model_len=max_model_len
+            ) as backend,
             math_grader_if_installed() as grader,
         ):
             planner = Planner(Runtime(backend=backend, grader=grader))
@@ -170,7 +182,10 @@ def run(
         f"{u.calls} calls, {u.wall_time:.1f}s"
     )
     if result.budget_exhausted:
-        out.print(f"[yellow]budget exhausted:[/] {result.budget_exhausted}")
+        out.print(
+            f"[yellow]budget exhausted:[/] {result.budget_exhausted} "
+            f"({result.refused_calls} calls refused, {result.clipped_calls} clipped)"
+        )
     if result.error:
         out.print(f"[red]error:[/] {result.error}")
     table = Table(title="trace by node")
@@ -221,6 +236,8 @@ def bench(
     count: Annotated[int | None, typer.Option(help="synthetic: how many problems.")] = None,
     base_url: BaseUrl = None,
     model: Model = None,
+    api_key: ApiKey = None,
+    max_model_len: MaxModelLen = None,
     output_dir: Annotated[Path, typer.Option(help="Results (JSONL, resumable).")] = Path("runs"),
     seed: Annotated[int, typer.Option(help="Run seed, part of the resume key.")] = 0,
     concurrency: Annotated[int, typer.Option(min=1, help="Max requests in flight.")] = 32,
@@ -273,7 +290,9 @@ def bench(
     _writable_dir(output_dir, "--output-dir")  # before a server is started for nothing
 
     async def go():  # type: ignore[no-untyped-def]
-        async with connect(base_url, model, console) as backend:
+        async with connect(
+            base_url, model, console, api_key=api_key, max_model_len=max_model_len
+        ) as backend:
             runner = CachedBackend(backend, cache) if cache is not None else backend
             return await run_benchmark(
                 pipelines,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -138,12 +139,19 @@ class StreamProgress:
     """An attempt is at the server whose tokens are not counted as they come (it is not
     streamed): if the call is cut now, it may have spent all its `max_tokens`."""
     events: list[str] = field(default_factory=list)
+    before_retry: Callable[[], None] | None = None
+    """Called before each retry: a retry is a new call, so the caller admits it against its
+    budget here (and raises to refuse it)."""
     prefilled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the server has produced a first token, i.e. the prompt is in its KV cache."""
 
 
 class BackendError(RuntimeError):
     """The server refused or failed a request; the message quotes the server."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ContextLengthError(BackendError):
@@ -164,7 +172,10 @@ class Backend(Protocol):
         `generate` with the same request."""
         ...
 
-    async def max_model_len(self) -> int: ...
+    async def max_model_len(self) -> int | None:
+        """The model's context length, or None when the server does not say (then requests
+        are not clipped to it client-side and the server's own check applies)."""
+        ...
 
     async def aclose(self) -> None: ...
 

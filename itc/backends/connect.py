@@ -18,13 +18,19 @@ async def connect(
     base_url: str | None = None,
     model: str | None = None,
     console: Console | None = None,
+    *,
+    api_key: str | None = None,
+    max_model_len: int | None = None,
 ) -> AsyncIterator[VLLMBackend]:
-    """A backend for `base_url`, or for a managed local vLLM server when none is given.
+    """A backend for `base_url` (vLLM or any OpenAI-compatible server; `.../v1` accepted), or
+    for a managed local vLLM server when none is given.
 
-    The managed server is always stopped on the way out, Ctrl-C included.
+    `api_key` is sent as a bearer token; `max_model_len` stands in for a server that does not
+    report its context length. The managed server is always stopped on the way out, Ctrl-C
+    included.
     """
     if base_url is not None:
-        backend = VLLMBackend(base_url, model)
+        backend = VLLMBackend(base_url, model, api_key=api_key, max_model_len=max_model_len)
         try:
             await backend.resolve_model()
             yield backend

@@ -51,10 +51,13 @@ class VLLMBackend:
         api_key: str | None = None,
         client: httpx.AsyncClient | None = None,
         render_cache_size: int = 1024,
+        max_model_len: int | None = None,
     ) -> None:
-        """`render_cache_size` bounds how many rendered prompts (token ids) are kept, least
-        recently used dropped first."""
-        self.base_url = base_url.rstrip("/")
+        """`base_url` is the server's root (a trailing `/v1` is accepted too).
+        `render_cache_size` bounds how many rendered prompts (token ids) are kept, least
+        recently used dropped first. `max_model_len` overrides (or stands in for) the context
+        length the server reports."""
+        self.base_url = _server_root(base_url)
         self.model = model or ""
         self.max_retries = max_retries
         self.backoff_base = backoff_base
@@ -68,7 +71,10 @@ class VLLMBackend:
         self._jitter = random.Random()
         self._rendered = RenderCache(render_cache_size)
         self._rendering: dict[Hashable, asyncio.Task[tuple[int, ...]]] = {}
-        self._max_model_len: int | None = None
+        self._max_model_len: int | None = max_model_len
+        self._max_model_len_given = max_model_len is not None
+        self._tokenize_missing = False
+        self._resolved = False
 
     # -- lifecycle and server facts -------------------------------------------------------
 
@@ -107,14 +113,14 @@ class VLLMBackend:
                 f"model {self.model!r} is not served at {self.base_url}; it serves {ids}"
             )
         entry = next(m for m in models if m.get("id") == self.model)
-        self._max_model_len = entry.get("max_model_len")
+        if not self._max_model_len_given:
+            self._max_model_len = entry.get("max_model_len")
+        self._resolved = True
         return self.model
 
-    async def max_model_len(self) -> int:
-        if self._max_model_len is None:
+    async def max_model_len(self) -> int | None:
+        if self._max_model_len is None and not self._resolved:
             await self.resolve_model()
-        if self._max_model_len is None:
-            raise BackendError(f"{self.base_url}/v1/models does not report max_model_len")
         return self._max_model_len
 
     async def metrics(self) -> dict[str, float]:
@@ -134,8 +140,22 @@ class VLLMBackend:
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
         """Prompt length as the server will count it (its own tokenizer and chat template):
-        `len(prompt_ids)`, or the length of the prompt rendered once and remembered."""
-        return len(await self.render(request))
+        `len(prompt_ids)`, or the length of the prompt rendered once and remembered.
+
+        A server without `/tokenize` (not vLLM) gets a safe upper bound instead: byte-level
+        tokenizers spend at least one byte per token, plus room for the chat template's own
+        tokens. Budgets stay hard (the reservation covers the real count), only looser.
+        """
+        if request.prompt_ids is not None:
+            return len(request.prompt_ids)
+        if not self._tokenize_missing:
+            try:
+                return len(await self.render(request))
+            except BackendError as error:
+                if error.status not in (404, 405, 501):
+                    raise
+                self._tokenize_missing = True
+        return _prompt_upper_bound(request)
 
     async def render(self, request: GenerationRequest) -> tuple[int, ...]:
         """The request's prompt in token ids, as the server's `/tokenize` renders it.
@@ -194,6 +214,8 @@ class VLLMBackend:
         path, body = self._wire(request, ids)
         started = time.perf_counter()
         for attempt in range(self.max_retries + 1):
+            if attempt and progress.before_retry is not None:
+                progress.before_retry()  # the caller admits the retry, or refuses it
             progress.attempts = attempt + 1
             try:
                 if body.get("stream"):
@@ -206,7 +228,7 @@ class VLLMBackend:
                     raise BackendError(
                         f"{path} failed after {attempt + 1} attempts: {error}"
                     ) from error
-                await asyncio.sleep(self._backoff(attempt))
+                await asyncio.sleep(self._backoff(attempt, error))
                 continue
             update: dict[str, Any] = {"latency": time.perf_counter() - started}
             if ids is not None:
@@ -363,10 +385,19 @@ class VLLMBackend:
                     payload = line[5:].strip()
                     if payload == "[DONE]":
                         return
-                    chunk = json.loads(payload)
+                    try:
+                        chunk = json.loads(payload)
+                    except ValueError:
+                        raise BackendError(
+                            f"{path}: the server sent a malformed stream chunk: {payload[:200]!r}"
+                        ) from None
+                    if not isinstance(chunk, dict):
+                        raise BackendError(f"{path}: unexpected stream chunk {payload[:200]!r}")
                     if "error" in chunk:
                         raise BackendError(f"{path}: server error mid-stream: {chunk['error']}")
                     yield chunk
+        except httpx.UnsupportedProtocol as error:
+            raise BackendError(f"{path}: {error}") from None
         except httpx.TransportError as error:
             raise _Retryable(f"{type(error).__name__}: {error}") from error
 
@@ -390,6 +421,8 @@ class VLLMBackend:
                 response = await self._client.request(method, path, json=body)
                 _raise_for_status(response)
                 return response
+            except httpx.UnsupportedProtocol as error:  # permanent: retrying cannot help
+                raise BackendError(f"{method} {self.base_url}{path}: {error}") from None
             except httpx.TransportError as error:
                 failure: Exception = _Retryable(f"{type(error).__name__}: {error}")
             except _Retryable as error:
@@ -400,21 +433,34 @@ class VLLMBackend:
                         f"{method} {path} failed after {attempts} attempts: {failure}"
                     )
                 raise failure
-            await asyncio.sleep(self._backoff(attempt))
+            await asyncio.sleep(self._backoff(attempt, failure))
         raise AssertionError("unreachable")
 
-    def _backoff(self, attempt: int) -> float:
+    def _backoff(self, attempt: int, failure: Exception | None = None) -> float:
+        """Exponential backoff with jitter, but never sooner than the server's Retry-After."""
         delay = self.backoff_base * 2**attempt
-        return delay + self._jitter.uniform(0, delay)
+        delay += self._jitter.uniform(0, delay)
+        return max(delay, getattr(failure, "retry_after", None) or 0.0)
 
 
 class _Retryable(Exception):
     """A transient failure: connection trouble, 429 or 5xx (`status`, when the server
     answered)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a Retry-After header in its seconds form (the date form is rare)."""
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "")))
+    except ValueError:
+        return None
 
 
 def _raise_for_status(response: httpx.Response) -> None:
@@ -423,10 +469,13 @@ def _raise_for_status(response: httpx.Response) -> None:
     message = _server_message(response)
     where = f"{response.request.method} {response.request.url.path}"
     if response.status_code in RETRY_STATUSES:
-        raise _Retryable(f"{where} -> HTTP {response.status_code}: {message}",
-                         status=response.status_code)
+        raise _Retryable(
+            f"{where} -> HTTP {response.status_code}: {message}",
+            status=response.status_code,
+            retry_after=_retry_after(response),
+        )
     error_type = ContextLengthError if "context length" in message.lower() else BackendError
-    raise error_type(f"{where} -> HTTP {response.status_code}: {message}")
+    raise error_type(f"{where} -> HTTP {response.status_code}: {message}", response.status_code)
 
 
 def _server_message(response: httpx.Response) -> str:
@@ -447,6 +496,29 @@ def _server_message(response: httpx.Response) -> str:
 def _wire_messages(request: GenerationRequest) -> list[dict[str, str]]:
     assert request.messages is not None
     return [{"role": m.role, "content": m.content} for m in request.messages]
+
+
+def _server_root(base_url: str) -> str:
+    """The server root of `base_url` (`http://host:8000/v1` works too), checked up front so a
+    typo fails once and clearly instead of on every retry."""
+    root = base_url.strip().rstrip("/").removesuffix("/v1")
+    try:
+        url = httpx.URL(root)
+    except httpx.InvalidURL as error:
+        raise BackendError(f"base URL {base_url!r} is not valid: {error}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise BackendError(f"base URL {base_url!r}: expected http(s)://host[:port]")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise BackendError(f"base URL {base_url!r} is not valid: port {url.port} out of range")
+    return root
+
+
+def _prompt_upper_bound(request: GenerationRequest) -> int:
+    """At least the prompt's token count for any byte-level tokenizer and chat template."""
+    if request.prompt is not None:
+        return len(request.prompt.encode()) + 16
+    assert request.messages is not None
+    return sum(len(m.content.encode()) + 16 for m in request.messages) + 64
 
 
 class RenderCache:

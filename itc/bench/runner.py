@@ -48,6 +48,7 @@ class Summary(BaseModel):
     add up to the run's wall time."""
     errors: int
     budget_exhausted: int
+    """Problems where a budget limit refused or clipped at least one call."""
     results_file: str = ""
 
 
@@ -291,6 +292,7 @@ def summary_table(summaries: Sequence[Summary]) -> Table:
         "generated/problem",
         "calls/problem",
         "wall s/problem",
+        "budget hit",
         "errors",
     ):
         if column == "config":
@@ -306,6 +308,7 @@ def summary_table(summaries: Sequence[Summary]) -> Table:
             f"{s.completion_tokens_per_problem:.0f}",
             f"{s.calls_per_problem:.1f}",
             f"{s.wall_time_per_problem:.1f}",
+            f"{s.budget_exhausted}",
             f"{s.errors}",
         )
     return table

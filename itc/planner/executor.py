@@ -27,6 +27,10 @@ class ProblemResult(BaseModel):
     candidates: list[Candidate] = Field(default_factory=list)
     usage: Usage
     budget_exhausted: str | None = None
+    """The budget limit that refused or clipped a call, even when the pipeline still
+    answered with what fit (so a thinner answer never passes for a full one)."""
+    refused_calls: int = 0
+    clipped_calls: int = 0
     error: str | None = None
     trace: Trace
 
@@ -56,6 +60,9 @@ class Planner:
         best = candidates[0] if candidates else None
         answer = pipeline.answer.read(best) if best is not None else None
         usage = ledger.spent.model_copy(update={"wall_time": time.monotonic() - started})
+        limited = [e for e in trace.events if e.status in ("refused", "clipped") and e.limit]
+        if exhausted is None and limited:
+            exhausted = limited[0].limit
         return ProblemResult(
             problem_id=problem.id,
             answer=answer,
@@ -63,6 +70,8 @@ class Planner:
             candidates=candidates,
             usage=usage,
             budget_exhausted=exhausted,
+            refused_calls=sum(e.status == "refused" for e in trace.events),
+            clipped_calls=sum(e.status == "clipped" for e in trace.events),
             error=error,
             trace=trace,
         )

@@ -8,6 +8,7 @@ was already set aside when it was admitted. A request that would not fit is clip
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,10 +30,17 @@ class Reservation:
     completion_tokens: int
     max_tokens: int
     clipped: bool
+    limit: str | None = None
+    """The budget limit that clipped `max_tokens`, if one did."""
 
 
 class Ledger:
-    """Spending of one problem against its budget."""
+    """Spending of one problem against its budget.
+
+    A call that would be refused or clipped only because other calls' worst cases are still
+    reserved is told to wait (`admit` returns an event) rather than refused: once those
+    settle at what they really spent, there is usually room for it in full.
+    """
 
     def __init__(self, budget: Budget, clock: Callable[[], float] | None = None) -> None:
         self.budget = budget
@@ -42,6 +50,7 @@ class Ledger:
         self._reserved_tokens = 0
         self._reserved_completion = 0
         self._reserved_calls = 0
+        self._settled = asyncio.Event()
 
     @property
     def deadline(self) -> float | None:
@@ -53,46 +62,88 @@ class Ledger:
         deadline = self.deadline
         return None if deadline is None else deadline - self._clock()
 
-    def reserve(self, *, prompt_tokens: int, n: int, max_tokens: int) -> Reservation:
-        """Admit one call, clipping `max_tokens` to what the budget still allows."""
+    def _allowance(
+        self, prompt_tokens: int, n: int, max_tokens: int, *, counting_reserved: bool
+    ) -> tuple[int, str | None]:
+        """How many tokens each of `n` samples may have and the limit that set it (None: the
+        request's own `max_tokens`), or BudgetExhausted."""
         budget = self.budget
+        reserved = counting_reserved
+        tokens = self._reserved_tokens if reserved else 0
+        completion = self._reserved_completion if reserved else 0
+        calls = self._reserved_calls if reserved else 0
         left = self.time_left()
         if left is not None and left <= 0:
             raise BudgetExhausted("wall_time", f"{budget.wall_time}s elapsed")
-        if budget.calls is not None and self.spent.calls + self._reserved_calls >= budget.calls:
+        if budget.calls is not None and self.spent.calls + calls >= budget.calls:
             raise BudgetExhausted("calls", f"all {budget.calls} calls used or in flight")
-        allowed = max_tokens
+        allowed, binding = max_tokens, None
         if budget.tokens is not None:
-            free = budget.tokens - self.spent.total_tokens - self._reserved_tokens - prompt_tokens
-            allowed = min(allowed, free // n if free > 0 else -1)
+            free = budget.tokens - self.spent.total_tokens - tokens - prompt_tokens
+            share = free // n if free > 0 else -1
+            if share < allowed:
+                allowed, binding = share, "tokens"
             if free < 0 or (max_tokens > 0 and allowed < 1):
                 raise BudgetExhausted(
                     "tokens",
                     f"{prompt_tokens} prompt tokens + {n}x at least 1 new token do not fit in "
-                    f"the {budget.tokens - self.spent.total_tokens - self._reserved_tokens} left",
+                    f"the {budget.tokens - self.spent.total_tokens - tokens} left",
                 )
         if budget.completion_tokens is not None and max_tokens > 0:
-            free = budget.completion_tokens - self.spent.completion_tokens
-            free -= self._reserved_completion
-            allowed = min(allowed, free // n)
+            free = budget.completion_tokens - self.spent.completion_tokens - completion
+            if free // n < allowed:
+                allowed, binding = free // n, "completion_tokens"
             if allowed < 1:
                 raise BudgetExhausted(
                     "completion_tokens", f"{n} samples do not fit in the {free} tokens left"
                 )
+        return allowed, binding
+
+    def reserve(self, *, prompt_tokens: int, n: int, max_tokens: int) -> Reservation:
+        """Admit one call now, clipping `max_tokens` to what the budget still allows."""
+        allowed, binding = self._allowance(prompt_tokens, n, max_tokens, counting_reserved=True)
         reservation = Reservation(
             prompt_tokens=prompt_tokens,
             completion_tokens=n * allowed,
             max_tokens=allowed,
             clipped=allowed < max_tokens,
+            limit=binding if allowed < max_tokens else None,
         )
         self._reserved_tokens += prompt_tokens + reservation.completion_tokens
         self._reserved_completion += reservation.completion_tokens
         self._reserved_calls += 1
         return reservation
 
-    def settle(self, reservation: Reservation, spent: Usage) -> None:
-        """Release a reservation and charge what the server actually spent."""
+    def admit(self, *, prompt_tokens: int, n: int, max_tokens: int) -> Reservation | asyncio.Event:
+        """Reserve, or return an event to wait on when the call is refused or clipped only
+        because of reservations still outstanding (set when one of them settles)."""
+        try:
+            reservation = self.reserve(prompt_tokens=prompt_tokens, n=n, max_tokens=max_tokens)
+        except BudgetExhausted:
+            if self._reserved_calls == 0 or not self._better_alone(prompt_tokens, n, max_tokens, 0):
+                raise
+            return self._settled
+        if reservation.clipped and self._reserved_calls > 1:
+            if self._better_alone(prompt_tokens, n, max_tokens, reservation.max_tokens):
+                self._release(reservation)
+                return self._settled
+        return reservation
+
+    def _better_alone(self, prompt_tokens: int, n: int, max_tokens: int, allowed: int) -> bool:
+        try:
+            alone, _ = self._allowance(prompt_tokens, n, max_tokens, counting_reserved=False)
+        except BudgetExhausted:
+            return False
+        return alone > allowed
+
+    def _release(self, reservation: Reservation) -> None:
         self._reserved_tokens -= reservation.prompt_tokens + reservation.completion_tokens
         self._reserved_completion -= reservation.completion_tokens
         self._reserved_calls -= 1
+
+    def settle(self, reservation: Reservation, spent: Usage) -> None:
+        """Release a reservation, charge what the server actually spent, wake waiters."""
+        self._release(reservation)
         self.spent = self.spent + spent
+        self._settled.set()
+        self._settled = asyncio.Event()

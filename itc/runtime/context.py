@@ -79,7 +79,7 @@ class Runtime:
             if self._prefilling.get(key) is progress.prefilled:
                 del self._prefilling[key]
 
-    async def context_limit(self) -> int:
+    async def context_limit(self) -> int | None:
         if self._context_limit is None:
             self._context_limit = await self.backend.max_model_len()
         return self._context_limit
@@ -138,34 +138,58 @@ class NodeContext:
             # Cancellable calls stream for exact partial charges; warming needs first tokens.
             request = request.model_copy(update={"stream": True})
         progress = StreamProgress()
-        async with self.runtime.prefix_turn(request, progress), self.runtime.slots:
-            request, reservation = await self._admit(request)
-            return await self._send(request, reservation, progress)
+        async with self.runtime.prefix_turn(request, progress):
+            while True:
+                async with self.runtime.slots:
+                    admitted = await self._admit(request)
+                    if not isinstance(admitted, asyncio.Event):
+                        return await self._send(*admitted, progress)
+                # Only this problem's calls in flight stand in the way: wait for one to settle
+                # (outside the in-flight limit, so other problems go on), then ask again.
+                await self._within_deadline(admitted.wait())
 
-    async def _admit(self, request: GenerationRequest) -> tuple[GenerationRequest, Reservation]:
-        """Reserve the call's worst case against an exact prompt count, clipping max_tokens."""
+    async def _admit(
+        self, request: GenerationRequest
+    ) -> tuple[GenerationRequest, Reservation] | asyncio.Event:
+        """Reserve the call's worst case against an exact prompt count, clipping max_tokens;
+        or an event to wait on when only other calls' reservations keep it from fitting."""
         try:
             prompt_tokens = await self._within_deadline(
                 self.runtime.backend.count_prompt_tokens(request)
             )
         except BudgetExhausted as refusal:
             self.trace.record(
-                CallEvent(node=self.path, status="refused", n=request.n, detail=str(refusal))
+                CallEvent(
+                    node=self.path,
+                    status="refused",
+                    n=request.n,
+                    limit=refusal.limit,
+                    detail=str(refusal),
+                )
             )
             raise
-        room = await self.runtime.context_limit() - prompt_tokens
+        limit = await self.runtime.context_limit()
+        room = request.max_tokens if limit is None else limit - prompt_tokens
         if room < (1 if request.max_tokens else 0):
             raise BudgetExhausted("context", f"prompt of {prompt_tokens} tokens fills the context")
         wanted = min(request.max_tokens, room)
         try:
-            reservation = self.ledger.reserve(
+            reservation = self.ledger.admit(
                 prompt_tokens=prompt_tokens, n=request.n, max_tokens=wanted
             )
         except BudgetExhausted as refusal:
             self.trace.record(
-                CallEvent(node=self.path, status="refused", n=request.n, detail=str(refusal))
+                CallEvent(
+                    node=self.path,
+                    status="refused",
+                    n=request.n,
+                    limit=refusal.limit,
+                    detail=str(refusal),
+                )
             )
             raise
+        if isinstance(reservation, asyncio.Event):
+            return reservation
         if reservation.max_tokens != request.max_tokens:
             request = request.model_copy(update={"max_tokens": reservation.max_tokens})
         return request, reservation
@@ -178,11 +202,28 @@ class NodeContext:
         event = CallEvent(
             node=self.path,
             status="clipped" if reservation.clipped else "ok",
+            limit=reservation.limit,
             n=request.n,
             max_tokens=request.max_tokens,
             started=started - self.ledger.started,
         )
         spent = Usage()
+        retries: list[Reservation] = []
+
+        def admit_retry() -> None:
+            try:
+                retries.append(
+                    self.ledger.reserve(
+                        prompt_tokens=reservation.prompt_tokens,
+                        n=request.n,
+                        max_tokens=request.max_tokens,
+                    )
+                )
+            except BudgetExhausted as refusal:
+                event.limit = refusal.limit
+                raise BudgetExhausted(refusal.limit, f"retry refused: {refusal}") from None
+
+        progress.before_retry = admit_retry
         try:
             result = await self._within_deadline(self.runtime.backend.generate(request, progress))
         except BaseException as failure:
@@ -200,7 +241,7 @@ class NodeContext:
             spent = Usage(
                 prompt_tokens=max(progress.prompt_tokens, reservation.prompt_tokens if sent else 0),
                 completion_tokens=completion,
-                calls=1 if sent else 0,
+                calls=progress.attempts,
             )
             event.status = "cancelled" if isinstance(failure, asyncio.CancelledError) else "error"
             event.detail = (note + f"{type(failure).__name__}: {failure}")[:500]
@@ -210,7 +251,7 @@ class NodeContext:
             spent = Usage(
                 prompt_tokens=result.prompt_tokens,
                 completion_tokens=max(result.completion_tokens, progress.completion_tokens),
-                calls=1,
+                calls=progress.attempts,  # each HTTP attempt is a call
             )
             event.finish_reasons = [c.finish_reason for c in result.choices]
             if progress.attempts > 1:
@@ -221,6 +262,8 @@ class NodeContext:
             event.prompt_tokens = spent.prompt_tokens
             event.completion_tokens = spent.completion_tokens
             event.latency = spent.wall_time
+            for retry in retries:
+                self.ledger.settle(retry, Usage())
             self.ledger.settle(reservation, spent.model_copy(update={"wall_time": 0.0}))
             self.trace.record(event)
 

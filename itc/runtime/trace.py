@@ -20,6 +20,8 @@ class CallEvent(BaseModel):
     started: float = 0.0
     latency: float = 0.0
     finish_reasons: list[str | None] = Field(default_factory=list)
+    limit: str | None = None
+    """The budget limit that refused or clipped the call, if one did."""
     detail: str | None = None
 
 

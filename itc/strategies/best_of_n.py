@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from itc.nodes import Aggregator, ScorerNode, StrategyNode
+from itc.runtime.budget import BudgetExhausted
 from itc.runtime.context import NodeContext
 from itc.strategies.generate import Generate
 from itc.types import Candidate
@@ -39,7 +40,14 @@ class BestOfN(Aggregator):
             candidates += await self.inner.run(ctx.child("inner", wants_logprobs=wants), [])
         if not candidates:
             return []
-        scores = await self.scorer.score(ctx.child(f"scorer:{self.scorer.type}"), candidates)
+        try:
+            scores = await self.scorer.score(ctx.child(f"scorer:{self.scorer.type}"), candidates)
+        except BudgetExhausted as refusal:
+            # The samples are paid for: keep them, unranked, and say why (the trace holds the
+            # refused scorer calls, so the result reports the limit too).
+            note = f"unscored: {refusal}"
+            return [c.model_copy(update={"metadata": {**c.metadata, "rank": note}})
+                    for c in candidates[: self.keep]]
         ranked = sorted(
             (c.with_score(self.scorer.type, s) for c, s in zip(candidates, scores, strict=True)),
             key=lambda c: c.scores[self.scorer.type],

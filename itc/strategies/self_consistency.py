@@ -101,7 +101,12 @@ class SelfConsistency(Aggregator):
             return
         weights = [1.0] * len(candidates)
         if self.scorer is not None:
-            weights = await self.scorer.score(ctx.child(f"scorer:{self.scorer.type}"), candidates)
+            try:
+                weights = await self.scorer.score(
+                    ctx.child(f"scorer:{self.scorer.type}"), candidates
+                )
+            except BudgetExhausted:
+                pass  # the samples still vote, one vote each; the trace shows the refusal
         for candidate, weight in zip(candidates, weights, strict=True):
             answer = self.answer.read(candidate)
             key = None if answer is None else await self.answer.key(answer, ctx.grader)

@@ -449,7 +449,7 @@ class MathGrader:
             if process.is_alive():
                 process.kill()
         for process in processes:
-            process.join(1.0)
+            process.join(5.0)  # a killed process is reaped at once, unless the machine is swamped
 
     def _slots_for_loop(self) -> asyncio.Semaphore:
         """The worker-slot semaphore, recreated if the grader moves to another event loop."""
