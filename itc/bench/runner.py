@@ -230,6 +230,8 @@ async def _row(
         "correct": bool(correct),
         "usage": result.usage.model_dump(),
         "budget_exhausted": result.budget_exhausted,
+        "refused_calls": result.refused_calls,
+        "clipped_calls": result.clipped_calls,
         "error": result.error,
         "text": result.text,
         "candidates": candidates,
