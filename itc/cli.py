@@ -148,6 +148,9 @@ def run(
     max_model_len: MaxModelLen = None,
     budget_tokens: Annotated[int | None, typer.Option(help="Hard token limit.")] = None,
     trace_json: Annotated[Path | None, typer.Option(help="Write the full trace here.")] = None,
+    log_samples: Annotated[
+        bool, typer.Option(help="Keep every prompt, sample and candidate in the trace.")
+    ] = False,
 ) -> None:
     """Answer one problem with a pipeline; print the answer, usage and a trace summary."""
     from itc.backends.connect import connect
@@ -168,7 +171,7 @@ def run(
             ) as backend,
             math_grader_if_installed() as grader,
         ):
-            planner = Planner(Runtime(backend=backend, grader=grader))
+            planner = Planner(Runtime(backend=backend, grader=grader, log_samples=log_samples))
             return await planner.run(pipeline, Problem(id="cli", prompt=problem), budget)
 
     with console.status(f"running {pipeline.name}", spinner="dots"):
@@ -251,6 +254,13 @@ def bench(
     budget_calls: Annotated[
         int | None, typer.Option(help="Hard LLM-call limit per problem, for every config.")
     ] = None,
+    log_samples: Annotated[
+        bool,
+        typer.Option(
+            help="Keep every sample (prompt, text, scores, usage) and every ranked or voted "
+            "candidate, losers included, in the result rows."
+        ),
+    ] = False,
 ) -> None:
     """Run pipelines over a dataset; print accuracy, tokens, calls and wall time side by side.
 
@@ -302,6 +312,7 @@ def bench(
                 seed=seed,
                 max_in_flight=concurrency,
                 console=console,
+                log_samples=log_samples,
             )
 
     summaries = _guard(lambda: asyncio.run(go()))

@@ -102,12 +102,19 @@ async def run_benchmark(
     max_in_flight: int = 32,
     max_problems_in_flight: int = 16,
     console: Console | None = None,
+    log_samples: bool = False,
 ) -> list[Summary]:
-    """Run each pipeline over the dataset in turn (so wall times compare side by side)."""
+    """Run each pipeline over the dataset in turn (so wall times compare side by side).
+
+    With `log_samples`, each row also keeps every call's prompt and sampled texts and every
+    candidate a node ranked or voted on, losers included.
+    """
     console = console or Console(stderr=True)
     summaries = []
     async with math_grader_if_installed() as grader:
-        runtime = Runtime(backend=backend, max_in_flight=max_in_flight, grader=grader)
+        runtime = Runtime(
+            backend=backend, max_in_flight=max_in_flight, grader=grader, log_samples=log_samples
+        )
         planner = Planner(runtime, max_problems_in_flight=max_problems_in_flight)
         for pipeline in pipelines:
             results = ResultsFile(output_dir / f"{pipeline.name}-{pipeline.fingerprint()}.jsonl")
@@ -236,7 +243,15 @@ async def _row(
         "text": result.text,
         "candidates": candidates,
         "nodes": {k: v.model_dump() for k, v in result.trace.by_node().items()},
-        "trace": [e.model_dump() for e in result.trace.events],
+        "trace": [
+            e.model_dump(exclude=None if e.samples is not None else {"prompt", "samples"})
+            for e in result.trace.events
+        ],
+        **(
+            {"samples": [c.model_dump() for c in result.trace.candidates]}
+            if result.trace.candidates
+            else {}
+        ),
     }
 
 

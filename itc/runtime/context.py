@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from itc.backends.base import Backend, GenerationRequest, GenerationResult, StreamProgress
 from itc.runtime.budget import BudgetExhausted, Ledger, Reservation
-from itc.runtime.trace import CallEvent, Trace
-from itc.types import Problem, Usage
+from itc.runtime.trace import CallEvent, CandidateLog, SampleLog, Trace
+from itc.types import Candidate, Problem, Usage
 
 T = TypeVar("T")
 
@@ -44,6 +44,10 @@ class Runtime:
     backend: Backend
     max_in_flight: int = 32
     grader: Grader | None = None
+
+    log_samples: bool = False
+    """Keep every call's prompt and sampled texts, and every candidate a node ranked or voted
+    on, in the traces (lm-evaluation-harness's `--log_samples`): bigger traces, full record."""
 
     warm_prefixes: bool = False
     """Off by default: benchmarks/prefix_warming.py measured no gain on vLLM 0.32, whose
@@ -254,6 +258,16 @@ class NodeContext:
                 calls=progress.attempts,  # each HTTP attempt is a call
             )
             event.finish_reasons = [c.finish_reason for c in result.choices]
+            if self.runtime.log_samples:
+                event.prompt = _shown_prompt(request)
+                event.samples = [
+                    SampleLog(
+                        text=c.text,
+                        completion_tokens=c.completion_tokens,
+                        finish_reason=c.finish_reason,
+                    )
+                    for c in result.choices
+                ]
             if progress.attempts > 1:
                 event.detail = "; ".join(progress.events)[:500]
             return result
@@ -267,6 +281,24 @@ class NodeContext:
             self.ledger.settle(reservation, spent.model_copy(update={"wall_time": 0.0}))
             self.trace.record(event)
 
+    def log_candidates(self, candidates: Iterable[Candidate], kept: Iterable[str]) -> None:
+        """Record what this node ranked or voted on (ids in `kept` went on), when samples are
+        logged, so a trace keeps the losers as well as the winners."""
+        if not self.runtime.log_samples:
+            return
+        winners = set(kept)
+        for c in candidates:
+            self.trace.candidates.append(
+                CandidateLog(
+                    node=self.path,
+                    id=c.id,
+                    answer=c.answer,
+                    scores=c.scores,
+                    kept=c.id in winners,
+                    text=c.text,
+                )
+            )
+
     async def _within_deadline(self, call: Awaitable[T]) -> T:
         left = self.ledger.time_left()
         if left is None:
@@ -276,3 +308,9 @@ class NodeContext:
                 return await call
         except TimeoutError as timeout:
             raise BudgetExhausted("wall_time", "the call was cut at the deadline") from timeout
+
+
+def _shown_prompt(request: GenerationRequest) -> str | list[dict[str, str]] | None:
+    if request.messages is not None:
+        return [{"role": m.role, "content": m.content} for m in request.messages]
+    return request.prompt  # None for a prompt given as token ids

@@ -10,6 +10,14 @@ from pydantic import BaseModel, Field
 CallStatus = Literal["ok", "clipped", "cancelled", "refused", "error"]
 
 
+class SampleLog(BaseModel):
+    """One sampled choice, kept when samples are logged."""
+
+    text: str
+    completion_tokens: int
+    finish_reason: str | None = None
+
+
 class CallEvent(BaseModel):
     node: str
     status: CallStatus
@@ -23,6 +31,21 @@ class CallEvent(BaseModel):
     limit: str | None = None
     """The budget limit that refused or clipped the call, if one did."""
     detail: str | None = None
+    prompt: str | list[dict[str, str]] | None = None
+    """The prompt sent (text or chat messages), when samples are logged."""
+    samples: list[SampleLog] | None = None
+    """Every choice the call returned, when samples are logged."""
+
+
+class CandidateLog(BaseModel):
+    """A candidate as a node judged it (kept whether it won or not), when samples are logged."""
+
+    node: str
+    id: str
+    answer: str | None = None
+    scores: dict[str, float] = Field(default_factory=dict)
+    kept: bool
+    text: str
 
 
 class NodeSummary(BaseModel):
@@ -40,6 +63,8 @@ class NodeSummary(BaseModel):
 class Trace(BaseModel):
     problem_id: str
     events: list[CallEvent] = Field(default_factory=list)
+    candidates: list[CandidateLog] = Field(default_factory=list)
+    """Every candidate a ranking or voting node saw, winners and losers (`--log-samples`)."""
 
     def record(self, event: CallEvent) -> None:
         self.events.append(event)

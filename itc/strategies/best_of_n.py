@@ -53,4 +53,5 @@ class BestOfN(Aggregator):
             key=lambda c: c.scores[self.scorer.type],
             reverse=True,
         )
+        ctx.log_candidates(ranked, kept=[c.id for c in ranked[: self.keep]])
         return ranked[: self.keep]

@@ -37,10 +37,15 @@ class Tally:
     def __init__(self) -> None:
         self.weight: dict[str, float] = defaultdict(float)
         self.members: dict[str, list[Candidate]] = defaultdict(list)
-        self.votes = 0
+        self.voters: list[Candidate] = []
+        """Every candidate counted, those with no answer too."""
+
+    @property
+    def votes(self) -> int:
+        return len(self.voters)
 
     def add(self, key: str | None, candidate: Candidate, weight: float) -> None:
-        self.votes += 1
+        self.voters.append(candidate)
         if key is None:
             return
         self.weight[key] += weight
@@ -94,7 +99,9 @@ class SelfConsistency(Aggregator):
         await self._count(ctx, tally, inputs)
         if self.inner is not None:
             await self._sample(ctx, tally)
-        return self._ranked(tally)
+        ranked = self._ranked(tally)
+        ctx.log_candidates(tally.voters, kept=[c.id for c in ranked[:1]])
+        return ranked
 
     async def _count(self, ctx: NodeContext, tally: Tally, candidates: list[Candidate]) -> None:
         if not candidates:
