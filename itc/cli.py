@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -60,9 +61,18 @@ def main(
     version: Annotated[
         bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every LLM call as it finishes.")
+    ] = False,
 ) -> None:
     """Inference-time compute: composable strategies against a vLLM server."""
     warnings.showwarning = _show_warning
+    if verbose:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console, show_path=False)
+        logging.getLogger("itc").addHandler(handler)
+        logging.getLogger("itc").setLevel(logging.DEBUG)
     if version:
         from itc import __version__
 

@@ -63,6 +63,16 @@ def test_a_pipeline_runs_on_a_server_without_tokenize_or_context_length(openai_l
     assert result["usage"]["prompt_tokens"] + result["usage"]["completion_tokens"] <= 2000
 
 
+def test_verbose_logs_every_call_as_it_finishes(openai_like) -> None:  # type: ignore[no-untyped-def]
+    done = itc(
+        "--verbose", "run", str(ROOT / "examples/greedy.yaml"), "--problem", "6 x 7?",
+        "--base-url", openai_like, "--api-key", KEY,
+    )
+    assert done.returncode == 0, done.stderr
+    log = " ".join(done.stderr.split())
+    assert "cli main ok: n=1," in log and "generated tokens" in log
+
+
 def test_a_wrong_key_is_one_clear_error(openai_like) -> None:  # type: ignore[no-untyped-def]
     done = itc("run", str(ROOT / "examples/greedy.yaml"), "--problem", "?",
                "--base-url", openai_like, "--api-key", "wrong")

@@ -144,3 +144,4 @@ def test_the_example_plugin_runs_from_the_cli_on_the_real_server(vllm_server) ->
     assert done.returncode == 0, done.stderr
     assert "main/inner/inner" in done.stdout  # the plugin strategy's sampler made the calls
     assert "answer:" in done.stdout
+

@@ -9,6 +9,7 @@ streamed, or its whole reservation when it was not streamed), and records a trac
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from itc.runtime.trace import CallEvent, CandidateLog, SampleLog, Trace
 from itc.types import Candidate, Problem, Usage
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class Grader(Protocol):
@@ -280,6 +282,17 @@ class NodeContext:
                 self.ledger.settle(retry, Usage())
             self.ledger.settle(reservation, spent.model_copy(update={"wall_time": 0.0}))
             self.trace.record(event)
+            logger.debug(
+                "%s %s %s: n=%d, %d prompt + %d generated tokens, %.2fs%s",
+                self.problem.id,
+                self.path,
+                event.status,
+                event.n,
+                event.prompt_tokens,
+                event.completion_tokens,
+                event.latency,
+                f" ({event.detail})" if event.detail else "",
+            )
 
     def log_candidates(self, candidates: Iterable[Candidate], kept: Iterable[str]) -> None:
         """Record what this node ranked or voted on (ids in `kept` went on), when samples are
