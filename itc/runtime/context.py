@@ -163,25 +163,14 @@ class NodeContext:
             prompt_tokens = await self._within_deadline(
                 self.runtime.backend.count_prompt_tokens(request)
             )
-        except BudgetExhausted as refusal:
-            self.trace.record(
-                CallEvent(
-                    node=self.path,
-                    status="refused",
-                    n=request.n,
-                    limit=refusal.limit,
-                    detail=str(refusal),
+            limit = await self.runtime.context_limit()
+            room = request.max_tokens if limit is None else limit - prompt_tokens
+            if room < (1 if request.max_tokens else 0):
+                raise BudgetExhausted(
+                    "context", f"prompt of {prompt_tokens} tokens fills the context"
                 )
-            )
-            raise
-        limit = await self.runtime.context_limit()
-        room = request.max_tokens if limit is None else limit - prompt_tokens
-        if room < (1 if request.max_tokens else 0):
-            raise BudgetExhausted("context", f"prompt of {prompt_tokens} tokens fills the context")
-        wanted = min(request.max_tokens, room)
-        try:
             reservation = self.ledger.admit(
-                prompt_tokens=prompt_tokens, n=request.n, max_tokens=wanted
+                prompt_tokens=prompt_tokens, n=request.n, max_tokens=min(request.max_tokens, room)
             )
         except BudgetExhausted as refusal:
             self.trace.record(
