@@ -1,6 +1,7 @@
 """A tiny OpenAI-compatible chat server that is not vLLM, for tests: no /tokenize, no
 max_model_len, a bearer key required. Run as a script: `python openai_like_server.py PORT KEY`.
-It answers every chat with "... The answer is 42." and honest usage counts."""
+It answers every chat with "... The answer is 42." and honest usage counts; model
+`broken-1` fails every chat with HTTP 400."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ class Handler(BaseHTTPRequestHandler):
         if not self._authorised():
             return
         if self.path == "/v1/models":
-            self._json(200, {"object": "list", "data": [{"id": "echo-1", "object": "model"}]})
+            models = [{"id": name, "object": "model"} for name in ("echo-1", "broken-1")]
+            self._json(200, {"object": "list", "data": models})
         else:
             self._json(404, {"error": {"message": "not found"}})
 
@@ -46,6 +48,9 @@ class Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length) or b"{}")
         if self.path != "/v1/chat/completions":
             self._json(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        if body.get("model") == "broken-1":
+            self._json(400, {"error": {"message": "this model always fails"}})
             return
         prompt_tokens = sum(len(m["content"].split()) + 4 for m in body["messages"])
         words = REPLY.split()[: body.get("max_tokens", 100)]

@@ -73,6 +73,18 @@ def test_verbose_logs_every_call_as_it_finishes(openai_like) -> None:  # type: i
     assert "cli main ok: n=1," in log and "generated tokens" in log
 
 
+def test_bench_exits_1_when_problems_errored_and_counts_them_apart(openai_like, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    common = ("bench", str(ROOT / "examples/greedy.yaml"), "--dataset", "synthetic",
+              "--count", "3", "--base-url", openai_like, "--api-key", KEY, "--no-report")
+    broken = itc(*common, "--model", "broken-1", "--output-dir", str(tmp_path / "b"))
+    assert broken.returncode == 1, broken.stderr
+    assert "3 problem runs ended in an error" in " ".join(broken.stderr.split())
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())[0]
+    assert (summary["errors"], summary["correct"], summary["accuracy"]) == (3, 0, 0.0)
+    fine = itc(*common, "--model", "echo-1", "--output-dir", str(tmp_path / "f"))
+    assert fine.returncode == 0, fine.stderr
+
+
 def test_a_wrong_key_is_one_clear_error(openai_like) -> None:  # type: ignore[no-untyped-def]
     done = itc("run", str(ROOT / "examples/greedy.yaml"), "--problem", "?",
                "--base-url", openai_like, "--api-key", "wrong")
