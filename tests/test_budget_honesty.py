@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from itc.backends.base import GenerationRequest
 from itc.backends.scripted import ScriptedBackend
@@ -117,3 +118,24 @@ async def test_a_retry_refused_by_the_call_limit() -> None:
         refused = error
     assert getattr(refused, "limit", None) == "calls"
     assert ctx.ledger.spent.calls == 1
+
+
+@pytest.mark.vllm
+async def test_waiting_admission_on_the_real_server(backend) -> None:  # type: ignore[no-untyped-def]
+    from itc.types import Problem
+
+    question = Problem(id="add", prompt="What is 2 + 3? Reply with just the number.", answer="5")
+    pipeline = PipelineConfig.single(
+        SelfConsistency(inner=Generate(n=1, max_tokens=320, temperature=0.8), repeats=6),
+        budget=Budget(tokens=700),
+    )
+    result = await Planner(Runtime(backend=backend)).run(pipeline, question)
+    sent = [e for e in result.trace.events if e.status in ("ok", "clipped")]
+    # Reserving 320-token worst cases side by side admits two of six; waiting for what the
+    # short replies really cost admits more, and never spends past the budget.
+    assert len(sent) >= 3
+    assert result.usage.total_tokens <= 700
+    assert len(sent) + result.refused_calls == 6
+    assert all(e.limit == "tokens" for e in result.trace.events if e.status == "refused")
+    limited = result.refused_calls + result.clipped_calls > 0
+    assert (result.budget_exhausted is not None) == limited

@@ -103,7 +103,7 @@ def ctx_for(backend: Any, budget: Budget | None = None, max_in_flight: int = 8) 
 
 async def test_chat_is_rendered_once_and_sent_as_ids_without_stream_or_logprobs() -> None:
     server = FakeServer()
-    ctx = ctx_for(backend_for(server))
+    ctx = ctx_for(backend_for(server), Budget(tokens=10_000))  # a token budget needs counts
     request = GenerationRequest(messages=CHAT, n=2, max_tokens=3, seed=1)
     first = await ctx.generate(request)
     await ctx.generate(request)
@@ -115,6 +115,26 @@ async def test_chat_is_rendered_once_and_sent_as_ids_without_stream_or_logprobs(
     assert first.choices[1].token_ids == (101, 101, 102)
     assert first.choices[0].token_logprobs is None and first.choices[0].completion_tokens == 3
     assert ctx.ledger.spent.prompt_tokens == 2 * len(IDS)
+
+
+async def test_with_no_token_budget_a_chat_goes_out_uncounted_and_its_ids_are_kept() -> None:
+    server = FakeServer()
+    ctx = ctx_for(backend_for(server), Budget(calls=5))
+    request = GenerationRequest(messages=CHAT, n=2, max_tokens=3, seed=1)
+    first = await ctx.generate(request)
+    await ctx.generate(request)
+    # No round trip before the first call; the ids the server returned serve the second.
+    assert server.paths() == ["/v1/chat/completions", "/v1/completions"]
+    assert server.calls[1][1]["prompt"] == IDS
+    assert ctx.ledger.spent.prompt_tokens == 2 * len(IDS) == 2 * first.prompt_tokens
+
+
+async def test_a_long_prompt_is_counted_when_it_may_not_fit_the_context() -> None:
+    server = FakeServer()
+    ctx = ctx_for(backend_for(server))
+    long = (Message(role="user", content="word " * 600),)  # its bound exceeds 2048 - max_tokens
+    await ctx.generate(GenerationRequest(messages=long, max_tokens=100))
+    assert server.paths() == ["/tokenize", "/v1/completions"]
 
 
 async def test_a_request_carrying_ids_needs_no_round_trip() -> None:
@@ -135,7 +155,7 @@ async def test_a_request_carrying_ids_needs_no_round_trip() -> None:
 async def test_logprobs_only_when_asked_and_top_k_as_the_chat_api_gives_it() -> None:
     server = FakeServer()
     backend = backend_for(server)
-    ctx = ctx_for(backend)
+    ctx = ctx_for(backend, Budget(tokens=10_000))
     plain = await ctx.generate(GenerationRequest(prompt_ids=(1, 2), max_tokens=2))
     assert "logprobs" not in server.calls[-1][1] and plain.choices[0].token_logprobs is None
     scored = await ctx.generate(GenerationRequest(prompt_ids=(1, 2), max_tokens=2, logprobs=True))
@@ -239,12 +259,12 @@ class SlotWatcher(ScriptedBackend):
 
 async def test_prompts_are_counted_inside_the_in_flight_limit() -> None:
     backend = SlotWatcher(answers("one two three"))
-    ctx = ctx_for(backend, max_in_flight=2)
+    ctx = ctx_for(backend, Budget(tokens=10**6), max_in_flight=2)
     backend.runtime = ctx.runtime
     requests = [GenerationRequest(prompt=f"question {i}", max_tokens=3) for i in range(6)]
     await asyncio.gather(*(ctx.generate(r) for r in requests))
     assert backend.peak == 2  # never more counts + calls at once than the limit
-    one_slot = ctx_for(backend, max_in_flight=1)
+    one_slot = ctx_for(backend, Budget(tokens=10**6), max_in_flight=1)
     backend.runtime = one_slot.runtime
     await one_slot.generate(requests[0])
     assert backend.slots_free_at_count[-1] is False  # the count held the only slot
@@ -370,7 +390,7 @@ async def test_real_ids_path_gives_the_chat_endpoints_seeded_samples(vllm_server
     backend, paths = recording_backend(vllm_server.base_url, vllm_server.model)
     messages = (Message(role="user", content="Name three colours of the rainbow."),)
     request = GenerationRequest(messages=messages, n=3, max_tokens=24, temperature=0.9, seed=11)
-    ctx = ctx_for(backend)
+    ctx = ctx_for(backend, Budget(tokens=10_000))  # a token budget: the prompt is counted
     via_ids = await ctx.generate(request)
     assert paths == ["/tokenize", "/v1/completions"]
     assert via_ids.prompt_tokens == len(via_ids.prompt_ids or ())

@@ -95,6 +95,19 @@ class GenerationRequest(BaseModel):
         return self.echo or self.prompt_logprobs is not None
 
 
+def prompt_token_bound(request: GenerationRequest) -> int:
+    """At least the prompt's token count for any byte-level or byte-fallback tokenizer and
+    chat template: a token covers at least one byte, plus room for the template's own
+    tokens. Exact for a prompt in ids. Free to compute, so it stands in for a count wherever
+    the exact number changes nothing."""
+    if request.prompt_ids is not None:
+        return len(request.prompt_ids)
+    if request.prompt is not None:
+        return len(request.prompt.encode()) + 16
+    assert request.messages is not None
+    return sum(len(m.content.encode()) + 16 for m in request.messages) + 64
+
+
 class Choice(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

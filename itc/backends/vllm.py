@@ -29,6 +29,7 @@ from itc.backends.base import (
     GenerationRequest,
     GenerationResult,
     StreamProgress,
+    prompt_token_bound,
 )
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -155,7 +156,7 @@ class VLLMBackend:
                 if error.status not in (404, 405, 501):
                     raise
                 self._tokenize_missing = True
-        return _prompt_upper_bound(request)
+        return prompt_token_bound(request)
 
     async def render(self, request: GenerationRequest) -> tuple[int, ...]:
         """The request's prompt in token ids, as the server's `/tokenize` renders it.
@@ -511,14 +512,6 @@ def _server_root(base_url: str) -> str:
     if url.port is not None and not 0 < url.port < 65536:
         raise BackendError(f"base URL {base_url!r} is not valid: port {url.port} out of range")
     return root
-
-
-def _prompt_upper_bound(request: GenerationRequest) -> int:
-    """At least the prompt's token count for any byte-level tokenizer and chat template."""
-    if request.prompt is not None:
-        return len(request.prompt.encode()) + 16
-    assert request.messages is not None
-    return sum(len(m.content.encode()) + 16 for m in request.messages) + 64
 
 
 class RenderCache:

@@ -16,7 +16,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from itc.backends.base import Backend, GenerationRequest, GenerationResult, StreamProgress
+from itc.backends.base import (
+    Backend,
+    GenerationRequest,
+    GenerationResult,
+    StreamProgress,
+    prompt_token_bound,
+)
 from itc.runtime.budget import BudgetExhausted, Ledger, Reservation
 from itc.runtime.trace import CallEvent, CandidateLog, SampleLog, Trace
 from itc.types import Candidate, Problem, Usage
@@ -160,9 +166,7 @@ class NodeContext:
         """Reserve the call's worst case against an exact prompt count, clipping max_tokens;
         or an event to wait on when only other calls' reservations keep it from fitting."""
         try:
-            prompt_tokens = await self._within_deadline(
-                self.runtime.backend.count_prompt_tokens(request)
-            )
+            prompt_tokens = await self._prompt_tokens(request)
             limit = await self.runtime.context_limit()
             room = request.max_tokens if limit is None else limit - prompt_tokens
             if room < (1 if request.max_tokens else 0):
@@ -188,6 +192,17 @@ class NodeContext:
         if reservation.max_tokens != request.max_tokens:
             request = request.model_copy(update={"max_tokens": reservation.max_tokens})
         return request, reservation
+
+    async def _prompt_tokens(self, request: GenerationRequest) -> int:
+        """The prompt's exact count when something depends on it (a token budget, or a prompt
+        that may not leave room in the context); else a free upper bound, which saves the
+        count's round trip (the server's own usage is charged when the call settles)."""
+        bound = prompt_token_bound(request)
+        limit = await self.runtime.context_limit()
+        fits = limit is None or bound + request.max_tokens <= limit
+        if self.ledger.budget.tokens is None and fits:
+            return bound
+        return await self._within_deadline(self.runtime.backend.count_prompt_tokens(request))
 
     async def _send(
         self, request: GenerationRequest, reservation: Reservation, progress: StreamProgress
