@@ -29,6 +29,7 @@ from itc.strategies.generate import Generate
 from itc.strategies.self_consistency import SelfConsistency
 from itc.types import Budget
 from itc.verifiers.answers import BUILTIN_ANSWERS, MathAnswer
+from itc.verifiers.arithmetic import ArithmeticCheck
 from itc.verifiers.judge import LLMJudge
 from itc.verifiers.self_certainty import SelfCertainty
 
@@ -38,6 +39,7 @@ BUILTIN_COMPONENTS: tuple[type[Component], ...] = (
     SelfConsistency,
     LLMJudge,
     SelfCertainty,
+    ArithmeticCheck,
     *BUILTIN_ANSWERS,
 )
 

@@ -11,12 +11,14 @@ _EXPORTS = {
     "extract_answer": "itc.verifiers.math",
     "LLMJudge": "itc.verifiers.judge",
     "SelfCertainty": "itc.verifiers.self_certainty",
+    "ArithmeticCheck": "itc.verifiers.arithmetic",
     "MathAnswer": "itc.verifiers.answers",
     "TextAnswer": "itc.verifiers.answers",
     "ChoiceAnswer": "itc.verifiers.answers",
     "CodeAnswer": "itc.verifiers.answers",
 }
 __all__ = [
+    "ArithmeticCheck",
     "ChoiceAnswer",
     "CodeAnswer",
     "LLMJudge",
@@ -29,6 +31,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from itc.verifiers.answers import ChoiceAnswer, CodeAnswer, MathAnswer, TextAnswer
+    from itc.verifiers.arithmetic import ArithmeticCheck
     from itc.verifiers.judge import LLMJudge
     from itc.verifiers.math import MathGrader, extract_answer
     from itc.verifiers.self_certainty import SelfCertainty

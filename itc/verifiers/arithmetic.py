@@ -1,0 +1,199 @@
+"""Arithmetic claims checked exactly: a cheap, real process verifier for word problems.
+
+Every `a op b = c` a solution states ("96 - 39 = 57", "7 x 7 = 49 stickers", "(3 + 4) * 2 = 14")
+is parsed by a small recursive-descent parser over exact fractions and compared with the
+number stated after `=`. Model text is never evaluated as code. A step with no claim is
+neutral; a step is right when all its claims hold and wrong when any fails.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from itc.nodes import Scorer
+from itc.runtime.context import NodeContext
+from itc.types import Candidate
+
+_TOKEN = re.compile(
+    r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
+    r"|(?P<op>[-+*/×÷·−])"
+    r"|(?P<times>(?<![A-Za-z])x)(?=\s*\$?\d)"
+    r"|(?P<open>\()|(?P<close>\))"
+    r"|(?P<eq>=)"
+    r"|(?P<skip>[ \t$])"
+    r"|(?P<other>.)",
+    re.DOTALL,
+)
+_OPS = {"×": "*", "·": "*", "x": "*", "÷": "/", "−": "-"}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One stated equation: its left side as written, its exact value, the stated result."""
+
+    expression: str
+    value: Fraction
+    stated: Fraction
+
+    @property
+    def holds(self) -> bool:
+        return self.value == self.stated
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    found = []
+    for match in _TOKEN.finditer(text):
+        kind = match.lastgroup
+        assert kind is not None
+        if kind == "skip":
+            continue
+        value = match.group()
+        if kind == "times":
+            kind = "op"
+        if kind == "op":
+            value = _OPS.get(value, value)
+        found.append((kind, value))
+    return found
+
+
+class _Parser:
+    """expr := term (('+'|'-') term)*; term := factor (('*'|'/') factor)*;
+    factor := '-' factor | number | '(' expr ')'."""
+
+    def __init__(self, tokens: Sequence[tuple[str, str]]) -> None:
+        self.tokens = tokens
+        self.at = 0
+
+    def parse(self) -> Fraction | None:
+        try:
+            value = self._expr()
+        except (ValueError, ZeroDivisionError):
+            return None
+        return value if self.at == len(self.tokens) else None
+
+    def _peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.at] if self.at < len(self.tokens) else None
+
+    def _take(self) -> tuple[str, str]:
+        token = self._peek()
+        if token is None:
+            raise ValueError("expression ends early")
+        self.at += 1
+        return token
+
+    def _expr(self) -> Fraction:
+        value = self._term()
+        while (token := self._peek()) is not None and token[1] in ("+", "-"):
+            self.at += 1
+            value = value + self._term() if token[1] == "+" else value - self._term()
+        return value
+
+    def _term(self) -> Fraction:
+        value = self._factor()
+        while (token := self._peek()) is not None and token[1] in ("*", "/"):
+            self.at += 1
+            value = value * self._factor() if token[1] == "*" else value / self._factor()
+        return value
+
+    def _factor(self) -> Fraction:
+        kind, value = self._take()
+        if kind == "op" and value == "-":
+            return -self._factor()
+        if kind == "num":
+            return Fraction(value.replace(",", ""))
+        if kind == "open":
+            inner = self._expr()
+            if self._take()[0] != "close":
+                raise ValueError("unclosed parenthesis")
+            return inner
+        raise ValueError(f"unexpected {value!r}")
+
+
+def claims(text: str) -> list[Claim]:
+    """Every equation in `text` whose left side has an operator and whose right side is a
+    number, in order. Restatements ("x = 5"), prose and malformed expressions are skipped."""
+    tokens = _tokens(text)
+    found = []
+    for index, (kind, _) in enumerate(tokens):
+        if kind != "eq" or index + 1 >= len(tokens):
+            continue
+        start = index
+        while start > 0 and tokens[start - 1][0] in ("num", "op", "open", "close"):
+            start -= 1
+        left = list(tokens[start:index])
+        while left and (
+            (left[0][0] == "open" and _unbalanced(left)) or left[0] in (("op", "*"), ("op", "/"))
+        ):
+            left.pop(0)  # "(so 5 + 3 = 8)": the parenthesis opens the aside, not the sum
+        right = tokens[index + 1]
+        negative = right == ("op", "-") and index + 2 < len(tokens)
+        if negative:
+            right = tokens[index + 2]
+        if right[0] != "num" or not any(k == "op" for k, _ in left[1:]):
+            continue
+        value = _Parser(left).parse()
+        if value is None:
+            continue
+        stated = Fraction(right[1].replace(",", ""))
+        expression = " ".join(v for _, v in left)
+        found.append(Claim(expression, value, -stated if negative else stated))
+    return found
+
+
+def _unbalanced(tokens: Sequence[tuple[str, str]]) -> bool:
+    depth = sum(1 if k == "open" else -1 if k == "close" else 0 for k, _ in tokens)
+    return depth > 0
+
+
+def step_verdicts(steps: Sequence[str]) -> list[bool | None]:
+    """Per step: True when all its claims hold, False when one fails, None with no claim."""
+    verdicts: list[bool | None] = []
+    for step in steps:
+        stated = claims(step)
+        verdicts.append(all(c.holds for c in stated) if stated else None)
+    return verdicts
+
+
+class ArithmeticCheck(Scorer):
+    """Scores a solution by the arithmetic it states, step by step, with no LLM call.
+
+    Steps are split at `delimiter`; a right step scores 1, a wrong one 0, one with no claim
+    `neutral`; `aggregate` folds the steps into the solution's score (`min`, the default:
+    one false equation spoils a solution, as a process verifier should judge it).
+    """
+
+    type: Literal["arithmetic_check"] = "arithmetic_check"
+    delimiter: str = Field(default="\n", min_length=1, description="What separates steps.")
+    neutral: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Score of a step that states no arithmetic."
+    )
+    aggregate: Literal["min", "mean", "last", "product"] = Field(
+        default="min", description="How step scores fold into one."
+    )
+    needs_token_logprobs: ClassVar[bool] = False
+
+    def step_scores(self, text: str) -> list[float]:
+        steps = [s for s in text.split(self.delimiter) if s.strip()]
+        return [
+            self.neutral if v is None else float(v) for v in step_verdicts(steps)
+        ] or [self.neutral]
+
+    def score_text(self, text: str) -> float:
+        scores = self.step_scores(text)
+        if self.aggregate == "min":
+            return min(scores)
+        if self.aggregate == "mean":
+            return sum(scores) / len(scores)
+        if self.aggregate == "last":
+            return scores[-1]
+        return math.prod(scores)
+
+    async def score(self, ctx: NodeContext, candidates: list[Candidate]) -> list[float]:
+        return [self.score_text(c.text) for c in candidates]
