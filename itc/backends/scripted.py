@@ -85,6 +85,13 @@ class ScriptedBackend:
         try:
             for index in range(request.n):
                 words = self.script(request, index).split()
+                stop_reason = None
+                stops = {stop.strip(): stop for stop in request.stop}
+                for at, word in enumerate(words[: request.max_tokens]):
+                    if word in stops:  # a stop string is matched as a whole word
+                        stop_reason = stops[word]
+                        words = words[: at + int(request.include_stop_str_in_output)]
+                        break
                 finish = "length" if len(words) > request.max_tokens else "stop"
                 words = words[: request.max_tokens]
                 for _ in words:
@@ -98,6 +105,7 @@ class ScriptedBackend:
                         text=" ".join(words),
                         completion_tokens=len(words),
                         finish_reason=finish,
+                        stop_reason=stop_reason,
                         token_logprobs=tuple(self.logprob for _ in words) if logprobs else None,
                         top_logprobs=({"Yes": -0.2, "No": -1.7},) if request.top_logprobs else None,
                         token_ids=self.encode(" ".join(words)),
