@@ -117,8 +117,6 @@ class Answer(Component):
     """
 
     kind: ClassVar[str] = "answer"
-    needs_grader: ClassVar[bool] = False
-    """Whether `key`/`is_correct` are only exact with a `Grader` (math-verify for math)."""
 
     def extract(self, text: str) -> str | None:
         """The final answer stated in `text`, or None when it states none."""

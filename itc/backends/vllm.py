@@ -1,12 +1,13 @@
 """A vLLM OpenAI-compatible server over one shared `httpx.AsyncClient`.
 
-The hot path, measured on a 2-core box (benchmarks/hot_path.py): a chat or text prompt is
-rendered to token ids once (`/tokenize`, which also gives the exact count the budget needs)
-and kept in a bounded LRU; the call then goes to `/v1/completions` with those ids, so the
-server does not render or tokenise it again, and a request that already carries ids needs no
-round trip at all. Calls answer in one response unless the request asks to stream (only
-calls that may be cancelled need to: streaming, per-token usage and logprobs cost the API
-process work per token that competes with the model). Logprobs are asked for only when the
+The hot path, measured on a 2-core box (benchmarks/hot_path.py): a prompt that must be
+counted exactly is rendered to token ids once (`/tokenize`, which also gives the count) and
+kept in a bounded LRU; the call then goes to `/v1/completions` with those ids, so the server
+does not render or tokenise it again. A chat sent uncounted goes to the chat API and its ids
+are remembered from the reply; a request that already carries ids needs no round trip.
+Calls answer in one response unless the request asks to stream (only calls that may be
+cancelled need to: streaming, per-token usage and logprobs cost the API process work per
+token that competes with the model). Logprobs are asked for only when the
 request wants them. Every sampled choice comes back with its token ids.
 """
 

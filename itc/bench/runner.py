@@ -166,7 +166,8 @@ async def _run_one(
                 r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"] for r in rows
             )
             generated = sum(r["usage"]["completion_tokens"] for r in rows)
-            accuracy = sum(r["correct"] for r in rows) / len(rows)
+            answered = sum(r["error"] is None for r in rows)
+            accuracy = sum(r["correct"] for r in rows) / max(answered, 1)
             rate = generated / max(time.monotonic() - started, 1e-9)
             progress.update(
                 task, advance=1, acc=f"{accuracy:.1%}", tokens=tokens, rate=f"{rate:.0f}"

@@ -68,10 +68,9 @@ class Ledger:
         """How many tokens each of `n` samples may have and the limit that set it (None: the
         request's own `max_tokens`), or BudgetExhausted."""
         budget = self.budget
-        reserved = counting_reserved
-        tokens = self._reserved_tokens if reserved else 0
-        completion = self._reserved_completion if reserved else 0
-        calls = self._reserved_calls if reserved else 0
+        tokens = self._reserved_tokens if counting_reserved else 0
+        completion = self._reserved_completion if counting_reserved else 0
+        calls = self._reserved_calls if counting_reserved else 0
         left = self.time_left()
         if left is not None and left <= 0:
             raise BudgetExhausted("wall_time", f"{budget.wall_time}s elapsed")

@@ -142,9 +142,9 @@ class NodeContext:
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         """Count, admit, send and charge one call.
 
-        The prompt is counted inside the in-flight limit: for the vLLM backend counting
-        renders the prompt to token ids once (the call then sends those ids), so a burst of
-        new prompts cannot flood the server with tokenizer round trips ahead of the calls.
+        A prompt that must be counted exactly is counted inside the in-flight limit: for the
+        vLLM backend counting renders it to token ids once (the call then sends those ids),
+        so a burst of new prompts cannot flood the server with tokenizer round trips.
         """
         if not request.stream and (self.streams or self.runtime.warm_prefixes):
             # Cancellable calls stream for exact partial charges; warming needs first tokens.
@@ -166,8 +166,8 @@ class NodeContext:
         """Reserve the call's worst case against an exact prompt count, clipping max_tokens;
         or an event to wait on when only other calls' reservations keep it from fitting."""
         try:
-            prompt_tokens = await self._prompt_tokens(request)
             limit = await self.runtime.context_limit()
+            prompt_tokens = await self._prompt_tokens(request, limit)
             room = request.max_tokens if limit is None else limit - prompt_tokens
             if room < (1 if request.max_tokens else 0):
                 raise BudgetExhausted(
@@ -193,12 +193,12 @@ class NodeContext:
             request = request.model_copy(update={"max_tokens": reservation.max_tokens})
         return request, reservation
 
-    async def _prompt_tokens(self, request: GenerationRequest) -> int:
+    async def _prompt_tokens(self, request: GenerationRequest, limit: int | None) -> int:
         """The prompt's exact count when something depends on it (a token budget, or a prompt
-        that may not leave room in the context); else a free upper bound, which saves the
-        count's round trip (the server's own usage is charged when the call settles)."""
+        that may not leave room in the `limit` of the context); else a free upper bound, which
+        saves the count's round trip (the server's own usage is charged when the call
+        settles)."""
         bound = prompt_token_bound(request)
-        limit = await self.runtime.context_limit()
         fits = limit is None or bound + request.max_tokens <= limit
         if self.ledger.budget.tokens is None and fits:
             return bound

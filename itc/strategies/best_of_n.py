@@ -36,7 +36,7 @@ class BestOfN(Aggregator):
     async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:
         candidates = list(inputs)
         if self.inner is not None:
-            wants = ctx.wants_logprobs or self.scorer.needs_token_logprobs
+            wants = ctx.wants_logprobs or self.wants_input_logprobs()
             candidates += await self.inner.run(ctx.child("inner", wants_logprobs=wants), [])
         if not candidates:
             return []

@@ -8,7 +8,7 @@ like scorers (a `Component` subclass with its own `type`, registered or exposed 
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -28,7 +28,6 @@ class MathAnswer(Answer):
     """
 
     type: Literal["math"] = "math"
-    needs_grader: ClassVar[bool] = True
 
     def extract(self, text: str) -> str | None:
         return extract_answer(text)
