@@ -26,19 +26,22 @@ from pydantic_core import to_jsonable_python
 from itc.nodes import Answer, AnswerNode, Component, Scorer, Strategy, StrategyNode
 from itc.strategies.best_of_n import BestOfN
 from itc.strategies.generate import Generate
+from itc.strategies.particle_filtering import ParticleFiltering
 from itc.strategies.self_consistency import SelfConsistency
 from itc.types import Budget
 from itc.verifiers.answers import BUILTIN_ANSWERS, MathAnswer
 from itc.verifiers.arithmetic import ArithmeticCheck
 from itc.verifiers.judge import LLMJudge
-from itc.verifiers.self_certainty import SelfCertainty
+from itc.verifiers.self_certainty import SelfCertainty, StepCertainty
 
 BUILTIN_COMPONENTS: tuple[type[Component], ...] = (
     Generate,
     BestOfN,
     SelfConsistency,
+    ParticleFiltering,
     LLMJudge,
     SelfCertainty,
+    StepCertainty,
     ArithmeticCheck,
     *BUILTIN_ANSWERS,
 )

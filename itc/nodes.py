@@ -10,13 +10,15 @@ how a final answer is read from a solution, keyed for votes and graded against a
 
 from __future__ import annotations
 
+import math
 import string
-from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     SerializeAsAny,
     SerializerFunctionWrapHandler,
     model_serializer,
@@ -24,7 +26,8 @@ from pydantic import (
 )
 
 from itc.runtime.context import Grader, NodeContext
-from itc.types import Candidate, Problem
+from itc.runtime.steps import Partial
+from itc.types import Candidate, Message, Problem
 
 
 class Component(BaseModel):
@@ -108,6 +111,78 @@ class Scorer(Component):
         raise NotImplementedError
 
 
+Aggregate = Literal["min", "mean", "last", "product"]
+
+
+def fold(rewards: Sequence[float], aggregate: Aggregate) -> float:
+    """Step rewards folded into one prefix score."""
+    if not rewards:
+        return 0.5
+    if aggregate == "min":
+        return min(rewards)
+    if aggregate == "mean":
+        return sum(rewards) / len(rewards)
+    if aggregate == "last":
+        return rewards[-1]
+    return math.prod(rewards)
+
+
+class StepScorer(Scorer):
+    """A process reward: scores the latest step of partial solutions (its_hub's tiny PRM
+    interface, `score(prompt, steps)`, over a batch).
+
+    Step-level searches call `score_partials` each round; only steps not scored before are
+    scored, so a round costs one reward per new step. Used as a plain scorer (best-of-N,
+    vote weights) a whole solution is split at `delimiter` and its step rewards are folded
+    by `aggregate`.
+    """
+
+    aggregate: Aggregate = Field(default="min", description="How step rewards fold into one.")
+    delimiter: str = Field(
+        default="\n\n", min_length=1, description="Splits a whole solution into steps."
+    )
+    calls_a_model: ClassVar[bool] = False
+    """Its calls go to a reward model, counted against `Budget.reward_calls`."""
+
+    async def score_steps(self, ctx: NodeContext, prefixes: list[Partial]) -> list[float]:
+        """The reward in [0, 1] of each prefix's last step, given the steps before it."""
+        raise NotImplementedError
+
+    def prefix_score(self, partial: Partial) -> float:
+        return fold(partial.rewards, self.aggregate)
+
+    async def score_partials(self, ctx: NodeContext, partials: list[Partial]) -> list[Partial]:
+        """The partials with every step rewarded (steps scored before keep their reward)."""
+        wanted = [
+            (i, depth)
+            for i, p in enumerate(partials)
+            for depth in range(len(p.rewards) + 1, len(p.steps) + 1)
+        ]
+        if not wanted:
+            return list(partials)
+        scoring = ctx.child(f"reward:{self.type}", reward=self.calls_a_model)
+        rewards = await self.score_steps(scoring, [partials[i].prefix(d) for i, d in wanted])
+        found: dict[int, list[float]] = {}
+        for (i, _), reward in zip(wanted, rewards, strict=True):
+            found.setdefault(i, []).append(min(1.0, max(0.0, reward)))
+        return [
+            p.model_copy(update={"rewards": (*p.rewards, *found[i])}) if i in found else p
+            for i, p in enumerate(partials)
+        ]
+
+    async def score(self, ctx: NodeContext, candidates: list[Candidate]) -> list[float]:
+        messages = (Message(role="user", content=ctx.problem.question),)
+        partials = [
+            Partial(
+                messages=messages,
+                steps=tuple(s for s in c.text.split(self.delimiter) if s.strip()) or (c.text,),
+            )
+            for c in candidates
+        ]
+        scored = await self.score_partials(ctx, partials)
+        return [self.prefix_score(p) for p in scored]
+
+
 class Answer(Component):
     """How final answers are read, compared and graded: one kind per answer shape.
 
@@ -148,4 +223,5 @@ class Answer(Component):
 
 StrategyNode = SerializeAsAny[Strategy]
 ScorerNode = SerializeAsAny[Scorer]
+StepScorerNode = SerializeAsAny[StepScorer]
 AnswerNode = SerializeAsAny[Answer]

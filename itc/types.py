@@ -5,7 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 Role = Literal["system", "user", "assistant"]
 
@@ -87,6 +94,8 @@ class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: int = 0
+    reward_calls: int = 0
+    """Calls to a reward model (a judge, a PRM): counted apart as well as among `calls`."""
     wall_time: float = 0.0
 
     @property
@@ -98,6 +107,7 @@ class Usage(BaseModel):
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             calls=self.calls + other.calls,
+            reward_calls=self.reward_calls + other.reward_calls,
             wall_time=self.wall_time + other.wall_time,
         )
 
@@ -114,10 +124,25 @@ class Budget(BaseModel):
     tokens: int | None = Field(default=None, gt=0, description="Prompt plus generated tokens.")
     completion_tokens: int | None = Field(default=None, gt=0, description="Generated tokens.")
     calls: int | None = Field(default=None, gt=0, description="LLM requests.")
+    reward_calls: int | None = Field(
+        default=None, gt=0, description="Requests to a reward model (judge or PRM)."
+    )
     wall_time: float | None = Field(default=None, gt=0, description="Seconds for the problem.")
+
+    @model_serializer(mode="wrap")
+    def _unset_reward_limit_unwritten(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Written only when set, so configs from before this limit keep their fingerprints
+        # (and their committed results still resume).
+        data = handler(self)
+        if self.reward_calls is None and isinstance(data, dict):
+            data.pop("reward_calls", None)
+        return data
 
     @property
     def unlimited(self) -> bool:
         return all(
-            v is None for v in (self.tokens, self.completion_tokens, self.calls, self.wall_time)
+            v is None
+            for v in (
+                self.tokens, self.completion_tokens, self.calls, self.reward_calls, self.wall_time
+            )
         )

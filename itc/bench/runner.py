@@ -253,6 +253,11 @@ async def _row(
             if result.trace.candidates
             else {}
         ),
+        **(
+            {"search": [r.model_dump(exclude_none=True) for r in result.trace.search]}
+            if result.trace.search
+            else {}
+        ),
     }
 
 

@@ -31,6 +31,8 @@ class Reservation:
     max_tokens: int
     clipped: bool
     limit: str | None = None
+    reward: bool = False
+    """A reward-model call, counted against `Budget.reward_calls` too."""
     """The budget limit that clipped `max_tokens`, if one did."""
 
 
@@ -50,6 +52,7 @@ class Ledger:
         self._reserved_tokens = 0
         self._reserved_completion = 0
         self._reserved_calls = 0
+        self._reserved_reward_calls = 0
         self._settled = asyncio.Event()
 
     @property
@@ -63,7 +66,13 @@ class Ledger:
         return None if deadline is None else deadline - self._clock()
 
     def _allowance(
-        self, prompt_tokens: int, n: int, max_tokens: int, *, counting_reserved: bool
+        self,
+        prompt_tokens: int,
+        n: int,
+        max_tokens: int,
+        *,
+        counting_reserved: bool,
+        reward: bool = False,
     ) -> tuple[int, str | None]:
         """How many tokens each of `n` samples may have and the limit that set it (None: the
         request's own `max_tokens`), or BudgetExhausted."""
@@ -76,6 +85,13 @@ class Ledger:
             raise BudgetExhausted("wall_time", f"{budget.wall_time}s elapsed")
         if budget.calls is not None and self.spent.calls + calls >= budget.calls:
             raise BudgetExhausted("calls", f"all {budget.calls} calls used or in flight")
+        if reward and budget.reward_calls is not None:
+            reward_calls = self._reserved_reward_calls if counting_reserved else 0
+            if self.spent.reward_calls + reward_calls >= budget.reward_calls:
+                raise BudgetExhausted(
+                    "reward_calls",
+                    f"all {budget.reward_calls} reward-model calls used or in flight",
+                )
         allowed, binding = max_tokens, None
         if budget.tokens is not None:
             free = budget.tokens - self.spent.total_tokens - tokens - prompt_tokens
@@ -98,39 +114,55 @@ class Ledger:
                 )
         return allowed, binding
 
-    def reserve(self, *, prompt_tokens: int, n: int, max_tokens: int) -> Reservation:
+    def reserve(
+        self, *, prompt_tokens: int, n: int, max_tokens: int, reward: bool = False
+    ) -> Reservation:
         """Admit one call now, clipping `max_tokens` to what the budget still allows."""
-        allowed, binding = self._allowance(prompt_tokens, n, max_tokens, counting_reserved=True)
+        allowed, binding = self._allowance(
+            prompt_tokens, n, max_tokens, counting_reserved=True, reward=reward
+        )
         reservation = Reservation(
             prompt_tokens=prompt_tokens,
             completion_tokens=n * allowed,
             max_tokens=allowed,
             clipped=allowed < max_tokens,
             limit=binding if allowed < max_tokens else None,
+            reward=reward,
         )
         self._reserved_tokens += prompt_tokens + reservation.completion_tokens
         self._reserved_completion += reservation.completion_tokens
         self._reserved_calls += 1
+        self._reserved_reward_calls += reward
         return reservation
 
-    def admit(self, *, prompt_tokens: int, n: int, max_tokens: int) -> Reservation | asyncio.Event:
+    def admit(
+        self, *, prompt_tokens: int, n: int, max_tokens: int, reward: bool = False
+    ) -> Reservation | asyncio.Event:
         """Reserve, or return an event to wait on when the call is refused or clipped only
         because of reservations still outstanding (set when one of them settles)."""
         try:
-            reservation = self.reserve(prompt_tokens=prompt_tokens, n=n, max_tokens=max_tokens)
+            reservation = self.reserve(
+                prompt_tokens=prompt_tokens, n=n, max_tokens=max_tokens, reward=reward
+            )
         except BudgetExhausted:
-            if self._reserved_calls == 0 or not self._better_alone(prompt_tokens, n, max_tokens, 0):
+            if self._reserved_calls == 0 or not self._better_alone(
+                prompt_tokens, n, max_tokens, 0, reward
+            ):
                 raise
             return self._settled
         if reservation.clipped and self._reserved_calls > 1:
-            if self._better_alone(prompt_tokens, n, max_tokens, reservation.max_tokens):
+            if self._better_alone(prompt_tokens, n, max_tokens, reservation.max_tokens, reward):
                 self._release(reservation)
                 return self._settled
         return reservation
 
-    def _better_alone(self, prompt_tokens: int, n: int, max_tokens: int, allowed: int) -> bool:
+    def _better_alone(
+        self, prompt_tokens: int, n: int, max_tokens: int, allowed: int, reward: bool
+    ) -> bool:
         try:
-            alone, _ = self._allowance(prompt_tokens, n, max_tokens, counting_reserved=False)
+            alone, _ = self._allowance(
+                prompt_tokens, n, max_tokens, counting_reserved=False, reward=reward
+            )
         except BudgetExhausted:
             return False
         return alone > allowed
@@ -139,6 +171,7 @@ class Ledger:
         self._reserved_tokens -= reservation.prompt_tokens + reservation.completion_tokens
         self._reserved_completion -= reservation.completion_tokens
         self._reserved_calls -= 1
+        self._reserved_reward_calls -= reservation.reward
 
     def settle(self, reservation: Reservation, spent: Usage) -> None:
         """Release a reservation, charge what the server actually spent, wake waiters."""

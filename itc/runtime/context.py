@@ -110,6 +110,9 @@ class NodeContext:
     streams: bool = False
     """Set by a parent that may cancel the calls below mid-way (an early stop): they stream,
     so a cancelled call is charged what it produced rather than its whole reservation."""
+    reward: bool = False
+    """Set for a reward model's calls (a judge, a PRM): they count against
+    `Budget.reward_calls` as well as `calls`."""
 
     def child(
         self,
@@ -117,6 +120,7 @@ class NodeContext:
         rollout: int | None = None,
         wants_logprobs: bool | None = None,
         streams: bool | None = None,
+        reward: bool | None = None,
     ) -> NodeContext:
         """A context for a nested node; `rollout` tells repeated runs apart (seeds, cache)."""
         path = f"{self.path}/{name}" if self.path else name
@@ -129,6 +133,7 @@ class NodeContext:
             self.rollout if rollout is None else rollout,
             self.wants_logprobs if wants_logprobs is None else wants_logprobs,
             self.streams if streams is None else streams,
+            self.reward if reward is None else reward,
         )
 
     @property
@@ -174,7 +179,10 @@ class NodeContext:
                     "context", f"prompt of {prompt_tokens} tokens fills the context"
                 )
             reservation = self.ledger.admit(
-                prompt_tokens=prompt_tokens, n=request.n, max_tokens=min(request.max_tokens, room)
+                prompt_tokens=prompt_tokens,
+                n=request.n,
+                max_tokens=min(request.max_tokens, room),
+                reward=self.reward,
             )
         except BudgetExhausted as refusal:
             self.trace.record(
@@ -216,6 +224,7 @@ class NodeContext:
             n=request.n,
             max_tokens=request.max_tokens,
             started=started - self.ledger.started,
+            reward=self.reward,
         )
         spent = Usage()
         retries: list[Reservation] = []
@@ -227,6 +236,7 @@ class NodeContext:
                         prompt_tokens=reservation.prompt_tokens,
                         n=request.n,
                         max_tokens=request.max_tokens,
+                        reward=self.reward,
                     )
                 )
             except BudgetExhausted as refusal:
@@ -252,6 +262,7 @@ class NodeContext:
                 prompt_tokens=max(progress.prompt_tokens, reservation.prompt_tokens if sent else 0),
                 completion_tokens=completion,
                 calls=progress.attempts,
+                reward_calls=progress.attempts if self.reward else 0,
             )
             event.status = "cancelled" if isinstance(failure, asyncio.CancelledError) else "error"
             event.detail = (note + f"{type(failure).__name__}: {failure}")[:500]
@@ -262,6 +273,7 @@ class NodeContext:
                 prompt_tokens=result.prompt_tokens,
                 completion_tokens=max(result.completion_tokens, progress.completion_tokens),
                 calls=progress.attempts,  # each HTTP attempt is a call
+                reward_calls=progress.attempts if self.reward else 0,
             )
             event.finish_reasons = [c.finish_reason for c in result.choices]
             if self.runtime.log_samples:

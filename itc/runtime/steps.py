@@ -9,6 +9,7 @@ one request with `n`, so the server prefills their shared prefix once.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,10 +29,15 @@ class StepConfig(BaseModel):
     max_tokens: int = Field(default=128, ge=1, description="Most tokens one step may take.")
     max_steps: int = Field(default=12, ge=1, description="A solution stops after this many.")
     answer_marker: str | None = Field(
-        default="answer is", description="Text that finishes a solution once a step states it."
+        default="answer is",
+        description="Text that finishes a solution once something is stated after it.",
     )
     temperature: float = Field(default=0.7, ge=0.0, description="Sampling temperature.")
     seed: int | None = Field(default=0, description="Base seed (null: unseeded).")
+
+
+def _next_partial_id() -> str:
+    return uuid.uuid4().hex[:10]
 
 
 class Partial(BaseModel):
@@ -39,6 +45,9 @@ class Partial(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    id: str = Field(default_factory=_next_partial_id)
+    parent: str | None = None
+    """The id of the partial this one extends by a step."""
     messages: tuple[Message, ...]
     prompt_ids: tuple[int, ...] | None = None
     """The chat rendered to ids, known once the first step came back."""
@@ -46,6 +55,8 @@ class Partial(BaseModel):
     step_ids: tuple[tuple[int, ...], ...] = ()
     step_logprobs: tuple[float | None, ...] = ()
     """Each step's mean token logprob, when logprobs were asked for."""
+    rewards: tuple[float, ...] = ()
+    """A process reward per step scored so far (a step scorer fills them in)."""
     finished: bool = False
     finish_reason: str | None = None
     """"eos", "answer" or "max_steps"; None while it goes on."""
@@ -59,6 +70,25 @@ class Partial(BaseModel):
     @property
     def text(self) -> str:
         return "".join(self.steps)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(len(step) for step in self.step_ids)
+
+    def prefix(self, depth: int) -> Partial:
+        """The same solution cut back to its first `depth` steps (unfinished unless whole)."""
+        if depth >= len(self.steps):
+            return self
+        return self.model_copy(
+            update={
+                "steps": self.steps[:depth],
+                "step_ids": self.step_ids[:depth],
+                "step_logprobs": self.step_logprobs[:depth],
+                "rewards": self.rewards[:depth],
+                "finished": False,
+                "finish_reason": None,
+            }
+        )
 
 
 def _step_request(
@@ -86,18 +116,22 @@ def _step_request(
 async def extend(
     ctx: NodeContext,
     parents: Sequence[Partial],
-    n: int,
+    n: int | Sequence[int],
     config: StepConfig,
     *,
     logprobs: bool = False,
 ) -> list[list[Partial]]:
-    """Each unfinished parent's `n` children, one step longer (finished parents get none).
+    """Each unfinished parent's `n` children (or `n[i]` for parent i), one step longer;
+    finished parents and parents asked for 0 get none.
 
     All parents' requests go out at once. A parent whose request the budget refuses gets no
     children; when every request is refused, the refusal is raised.
     """
-    live = [(i, p) for i, p in enumerate(parents) if not p.finished]
-    requests = [_step_request(ctx, p, i, n, config, logprobs) for i, p in live]
+    counts = [n] * len(parents) if isinstance(n, int) else list(n)
+    if len(counts) != len(parents):
+        raise ValueError(f"{len(counts)} child counts for {len(parents)} parents")
+    live = [(i, p) for i, p in enumerate(parents) if not p.finished and counts[i] > 0]
+    requests = [_step_request(ctx, p, i, counts[i], config, logprobs) for i, p in live]
     outcomes = await asyncio.gather(
         *(ctx.generate(r) for r in requests), return_exceptions=True
     )
@@ -117,13 +151,15 @@ async def extend(
             steps = (*parent.steps, choice.text)
             children[index].append(
                 Partial(
+                    parent=parent.id,
                     messages=parent.messages,
                     prompt_ids=prompt_ids,
                     steps=steps,
                     step_ids=(*parent.step_ids, choice.token_ids),
                     step_logprobs=(*parent.step_logprobs, _mean(choice.token_logprobs)),
+                    rewards=parent.rewards,
                     finished=(reason := _finish(choice.finish_reason, choice.stop_reason,
-                                                choice.text, len(steps), config)) is not None,
+                                                "".join(steps), len(steps), config)) is not None,
                     finish_reason=reason,
                 )
             )
@@ -138,11 +174,18 @@ def _finish(
 ) -> str | None:
     if finish_reason == "stop" and stop_reason is None:
         return "eos"
-    if config.answer_marker is not None and config.answer_marker.lower() in text.lower():
+    if config.answer_marker is not None and _states_answer(text, config.answer_marker):
         return "answer"
     if depth >= config.max_steps:
         return "max_steps"
     return None
+
+
+def _states_answer(text: str, marker: str) -> bool:
+    """The marker is there and something is stated after it ("The answer is:" alone, with the
+    number in the next paragraph, is not yet an answer)."""
+    at = text.lower().rfind(marker.lower())
+    return at >= 0 and any(c.isalnum() for c in text[at + len(marker) :])
 
 
 def _mean(values: Sequence[float] | None) -> float | None:

@@ -30,6 +30,8 @@ class CallEvent(BaseModel):
     finish_reasons: list[str | None] = Field(default_factory=list)
     limit: str | None = None
     """The budget limit that refused or clipped the call, if one did."""
+    reward: bool = False
+    """A reward model's call (a judge, a PRM)."""
     detail: str | None = None
     prompt: str | list[dict[str, str]] | None = None
     """The prompt sent (text or chat messages), when samples are logged."""
@@ -48,6 +50,33 @@ class CandidateLog(BaseModel):
     text: str
 
 
+class PartialLog(BaseModel):
+    """One partial solution as a search round left it."""
+
+    id: str
+    parent: str | None = None
+    steps: int
+    tokens: int
+    """Generated tokens of all its steps."""
+    reward: float | None = None
+    """Its prefix score (the step rewards folded), when scored."""
+    weight: float | None = None
+    """Its share of the next round (resampling weight, or 1/width for kept beams)."""
+    copies: int = 1
+    """How many places it holds in the next round (0: dropped)."""
+    finished: bool = False
+
+
+class SearchRound(BaseModel):
+    """One round of a step-level search: every partial it scored and which went on."""
+
+    node: str
+    round: int
+    partials: list[PartialLog] = Field(default_factory=list)
+    note: str | None = None
+    """What the round did besides (resampled, skipped resampling at ESS 6.1, ...)."""
+
+
 class NodeSummary(BaseModel):
     calls: int = 0
     prompt_tokens: int = 0
@@ -58,6 +87,7 @@ class NodeSummary(BaseModel):
     """From the node's first call starting to its last call ending."""
     cancelled: int = 0
     refused: int = 0
+    reward_calls: int = 0
 
 
 class Trace(BaseModel):
@@ -65,6 +95,8 @@ class Trace(BaseModel):
     events: list[CallEvent] = Field(default_factory=list)
     candidates: list[CandidateLog] = Field(default_factory=list)
     """Every candidate a ranking or voting node saw, winners and losers (`--log-samples`)."""
+    search: list[SearchRound] = Field(default_factory=list)
+    """Rounds of step-level searches: partials, rewards, weights, survivors."""
 
     def record(self, event: CallEvent) -> None:
         self.events.append(event)
@@ -82,6 +114,7 @@ class Trace(BaseModel):
                     summary.refused += 1
                     continue
                 summary.calls += 1
+                summary.reward_calls += event.reward
                 summary.prompt_tokens += event.prompt_tokens
                 summary.completion_tokens += event.completion_tokens
                 summary.latency += event.latency

@@ -12,12 +12,16 @@ _EXPORTS = {
     "BestOfN": "itc.strategies.best_of_n",
     "SelfConsistency": "itc.strategies.self_consistency",
     "EarlyStop": "itc.strategies.self_consistency",
+    "ParticleFiltering": "itc.strategies.particle_filtering",
+    "StepSearch": "itc.strategies.stepwise",
 }
 __all__ = [
     "BestOfN",
     "EarlyStop",
     "Generate",
+    "ParticleFiltering",
     "SelfConsistency",
+    "StepSearch",
     "Strategy",
 ]
 
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
     from itc.nodes import Strategy
     from itc.strategies.best_of_n import BestOfN
     from itc.strategies.generate import Generate
+    from itc.strategies.particle_filtering import ParticleFiltering
     from itc.strategies.self_consistency import EarlyStop, SelfConsistency
+    from itc.strategies.stepwise import StepSearch
 else:
     __getattr__ = lazy_exports("itc.strategies", _EXPORTS)

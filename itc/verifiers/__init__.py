@@ -11,6 +11,7 @@ _EXPORTS = {
     "extract_answer": "itc.verifiers.math",
     "LLMJudge": "itc.verifiers.judge",
     "SelfCertainty": "itc.verifiers.self_certainty",
+    "StepCertainty": "itc.verifiers.self_certainty",
     "ArithmeticCheck": "itc.verifiers.arithmetic",
     "MathAnswer": "itc.verifiers.answers",
     "TextAnswer": "itc.verifiers.answers",
@@ -25,6 +26,7 @@ __all__ = [
     "MathAnswer",
     "MathGrader",
     "SelfCertainty",
+    "StepCertainty",
     "TextAnswer",
     "extract_answer",
 ]
@@ -34,6 +36,6 @@ if TYPE_CHECKING:
     from itc.verifiers.arithmetic import ArithmeticCheck
     from itc.verifiers.judge import LLMJudge
     from itc.verifiers.math import MathGrader, extract_answer
-    from itc.verifiers.self_certainty import SelfCertainty
+    from itc.verifiers.self_certainty import SelfCertainty, StepCertainty
 else:
     __getattr__ = lazy_exports("itc.verifiers", _EXPORTS)

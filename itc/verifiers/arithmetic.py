@@ -8,7 +8,6 @@ neutral; a step is right when all its claims hold and wrong when any fails.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,8 +16,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from itc.nodes import Scorer
+from itc.nodes import StepScorer, fold
 from itc.runtime.context import NodeContext
+from itc.runtime.steps import Partial
 from itc.types import Candidate
 
 _TOKEN = re.compile(
@@ -47,9 +47,31 @@ class Claim:
         return self.value == self.stated
 
 
+_LATEX = (
+    (re.compile(r"\\text\{[^{}]*\}|\\(?:mathrm|textbf|mbox)\{[^{}]*\}"), " "),  # units
+    (re.compile(r"\\d?frac\{([^{}]*)\}\{([^{}]*)\}"), r"(\1)/(\2)"),
+    (re.compile(r"\\(?:times|cdot)(?![A-Za-z])"), "*"),
+    (re.compile(r"\\div(?![A-Za-z])"), "/"),
+    (re.compile(r"\\left|\\right|\\[\[\]()]|\\[,;!]"), " "),
+    (re.compile(r"\\\$"), "$"),
+    (re.compile(r"\{"), "("),
+    (re.compile(r"\}"), ")"),
+)
+
+
+def _plain(text: str) -> str:
+    """LaTeX arithmetic as plain operators: `\\[ 3 \\times 4 \\text{ eggs} = 12 \\]` reads as
+    `3 * 4 = 12` (models write both forms)."""
+    if "\\" not in text:
+        return text
+    for pattern, replacement in _LATEX:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 def _tokens(text: str) -> list[tuple[str, str]]:
     found = []
-    for match in _TOKEN.finditer(text):
+    for match in _TOKEN.finditer(_plain(text)):
         kind = match.lastgroup
         assert kind is not None
         if kind == "skip":
@@ -161,12 +183,13 @@ def step_verdicts(steps: Sequence[str]) -> list[bool | None]:
     return verdicts
 
 
-class ArithmeticCheck(Scorer):
+class ArithmeticCheck(StepScorer):
     """Scores a solution by the arithmetic it states, step by step, with no LLM call.
 
-    Steps are split at `delimiter`; a right step scores 1, a wrong one 0, one with no claim
-    `neutral`; `aggregate` folds the steps into the solution's score (`min`, the default:
-    one false equation spoils a solution, as a process verifier should judge it).
+    A step whose claims all hold scores 1, one with a false claim 0, one with no claim
+    `neutral`. As an outcome scorer the text is split at `delimiter` (a line, by default) and
+    folded by `aggregate` (`min`, the default: one false equation spoils a solution, as a
+    process verifier should judge it).
     """
 
     type: Literal["arithmetic_check"] = "arithmetic_check"
@@ -174,26 +197,23 @@ class ArithmeticCheck(Scorer):
     neutral: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Score of a step that states no arithmetic."
     )
-    aggregate: Literal["min", "mean", "last", "product"] = Field(
-        default="min", description="How step scores fold into one."
-    )
     needs_token_logprobs: ClassVar[bool] = False
+
+    def step_reward(self, step: str) -> float:
+        stated = claims(step)
+        if not stated:
+            return self.neutral
+        return 1.0 if all(c.holds for c in stated) else 0.0
 
     def step_scores(self, text: str) -> list[float]:
         steps = [s for s in text.split(self.delimiter) if s.strip()]
-        return [
-            self.neutral if v is None else float(v) for v in step_verdicts(steps)
-        ] or [self.neutral]
+        return [self.step_reward(s) for s in steps] or [self.neutral]
 
     def score_text(self, text: str) -> float:
-        scores = self.step_scores(text)
-        if self.aggregate == "min":
-            return min(scores)
-        if self.aggregate == "mean":
-            return sum(scores) / len(scores)
-        if self.aggregate == "last":
-            return scores[-1]
-        return math.prod(scores)
+        return fold(self.step_scores(text), self.aggregate)
+
+    async def score_steps(self, ctx: NodeContext, prefixes: list[Partial]) -> list[float]:
+        return [self.step_reward(p.steps[-1]) if p.steps else self.neutral for p in prefixes]
 
     async def score(self, ctx: NodeContext, candidates: list[Candidate]) -> list[float]:
         return [self.score_text(c.text) for c in candidates]
