@@ -7,6 +7,8 @@ import json
 import logging
 import sys
 import warnings
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +17,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from itc.backends.base import BackendError
+from itc.backends.base import Backend, BackendError
 from itc.backends.local.errors import ServerStartError, SetupError
 from itc.bench.datasets import DatasetError
 from itc.config import ConfigError, PipelineConfig, load_pipeline
@@ -36,6 +38,13 @@ BaseUrl = Annotated[
 ApiKey = Annotated[
     str | None,
     typer.Option(envvar="ITC_API_KEY", help="Bearer token for --base-url (or $ITC_API_KEY)."),
+]
+RewardUrls = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="A reward model's server (e.g. `itc serve --runner pooling`), as URL (the "
+        "runtime backend named prm) or NAME=URL (e.g. orm=URL); repeatable.",
+    ),
 ]
 MaxModelLen = Annotated[
     int | None,
@@ -125,6 +134,31 @@ def _guard(run):  # type: ignore[no-untyped-def]
         raise _fail(str(error)) from None
 
 
+def _named_urls(values: list[str] | None) -> dict[str, str]:
+    """`--reward-url` values by backend name: a bare URL is the "prm" backend."""
+    named: dict[str, str] = {}
+    for value in values or []:
+        name, sep, url = value.partition("=")
+        if not sep or "://" in name or not name.replace("_", "").replace("-", "").isalnum():
+            name, url = "prm", value
+        if name in named:
+            raise _fail(f"--reward-url: backend {name!r} given twice")
+        named[name] = url
+    return named
+
+
+@asynccontextmanager
+async def _reward_backends(values: list[str] | None) -> AsyncIterator[dict[str, Backend]]:
+    """Connected reward-model backends for the runtime, closed on the way out."""
+    from itc.backends.connect import connect
+
+    async with AsyncExitStack() as stack:
+        backends: dict[str, Backend] = {}
+        for name, url in _named_urls(values).items():
+            backends[name] = await stack.enter_async_context(connect(url, None, console))
+        yield backends
+
+
 @app.command()
 def setup(model: Model = None) -> None:
     """Prepare the local server's cached environment and model (idempotent)."""
@@ -140,12 +174,28 @@ def setup(model: Model = None) -> None:
 def serve(
     model: Model = None,
     port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1; default: free.")] = None,
+    runner: Annotated[
+        str,
+        typer.Option(
+            help="generate, or pooling: serve the model as a reward model (an outcome model "
+            "on /classify; with --step-tag-id a process reward model on /pooling)."
+        ),
+    ] = "generate",
+    step_tag_id: Annotated[
+        int | None,
+        typer.Option(min=0, help="With --runner pooling: the step-tag token a PRM scores at."),
+    ] = None,
 ) -> None:
     """Run the local vLLM server in the foreground for other clients (Ctrl-C stops it)."""
     from itc.backends.connect import DEFAULT_MODEL
-    from itc.backends.local.server import serve_forever
+    from itc.backends.local.server import pooling_args, serve_forever
 
-    _guard(lambda: serve_forever(model or DEFAULT_MODEL, port, console))
+    if runner not in ("generate", "pooling"):
+        raise _fail(f"--runner {runner}: expected generate or pooling")
+    if step_tag_id is not None and runner != "pooling":
+        raise _fail("--step-tag-id needs --runner pooling")
+    extra = pooling_args(step_tag_id) if runner == "pooling" else []
+    _guard(lambda: serve_forever(model or DEFAULT_MODEL, port, console, extra))
 
 
 @app.command()
@@ -156,6 +206,7 @@ def run(
     model: Model = None,
     api_key: ApiKey = None,
     max_model_len: MaxModelLen = None,
+    reward_url: RewardUrls = None,
     budget_tokens: Annotated[int | None, typer.Option(help="Hard token limit.")] = None,
     trace_json: Annotated[Path | None, typer.Option(help="Write the full trace here.")] = None,
     log_samples: Annotated[
@@ -180,8 +231,12 @@ def run(
                 base_url, model, console, api_key=api_key, max_model_len=max_model_len
             ) as backend,
             math_grader_if_installed() as grader,
+            _reward_backends(reward_url) as backends,
         ):
-            planner = Planner(Runtime(backend=backend, grader=grader, log_samples=log_samples))
+            runtime = Runtime(
+                backend=backend, grader=grader, log_samples=log_samples, backends=backends
+            )
+            planner = Planner(runtime)
             return await planner.run(pipeline, Problem(id="cli", prompt=problem), budget)
 
     with console.status(f"running {pipeline.name}", spinner="dots"):
@@ -251,6 +306,7 @@ def bench(
     model: Model = None,
     api_key: ApiKey = None,
     max_model_len: MaxModelLen = None,
+    reward_url: RewardUrls = None,
     output_dir: Annotated[Path, typer.Option(help="Results (JSONL, resumable).")] = Path("runs"),
     seed: Annotated[int, typer.Option(help="Run seed, part of the resume key.")] = 0,
     concurrency: Annotated[int, typer.Option(min=1, help="Max requests in flight.")] = 32,
@@ -310,14 +366,18 @@ def bench(
     _writable_dir(output_dir, "--output-dir")  # before a server is started for nothing
 
     async def go():  # type: ignore[no-untyped-def]
-        async with connect(
-            base_url, model, console, api_key=api_key, max_model_len=max_model_len
-        ) as backend:
+        async with (
+            connect(
+                base_url, model, console, api_key=api_key, max_model_len=max_model_len
+            ) as backend,
+            _reward_backends(reward_url) as backends,
+        ):
             runner = CachedBackend(backend, cache) if cache is not None else backend
             return await run_benchmark(
                 pipelines,
                 data,
                 runner,
+                reward_backends=backends,
                 output_dir=output_dir,
                 seed=seed,
                 max_in_flight=concurrency,

@@ -23,15 +23,29 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic_core import to_jsonable_python
 
-from itc.nodes import Answer, AnswerNode, Component, Scorer, Strategy, StrategyNode
+from itc.nodes import (
+    Answer,
+    AnswerNode,
+    Component,
+    Scorer,
+    StepScorer,
+    Strategy,
+    StrategyNode,
+)
+from itc.strategies.a_star import AStar
+from itc.strategies.beam_search import BeamSearch
 from itc.strategies.best_of_n import BestOfN
+from itc.strategies.dvts import DVTS
+from itc.strategies.early_pruning import EarlyPruning
 from itc.strategies.generate import Generate
 from itc.strategies.particle_filtering import ParticleFiltering
+from itc.strategies.rpc import RPC
 from itc.strategies.self_consistency import SelfConsistency
 from itc.types import Budget
 from itc.verifiers.answers import BUILTIN_ANSWERS, MathAnswer
 from itc.verifiers.arithmetic import ArithmeticCheck
-from itc.verifiers.judge import LLMJudge
+from itc.verifiers.judge import LLMJudge, PartialProbe, StepJudge
+from itc.verifiers.reward_model import OutcomeRewardModel, ProcessRewardModel
 from itc.verifiers.self_certainty import SelfCertainty, StepCertainty
 
 BUILTIN_COMPONENTS: tuple[type[Component], ...] = (
@@ -39,7 +53,16 @@ BUILTIN_COMPONENTS: tuple[type[Component], ...] = (
     BestOfN,
     SelfConsistency,
     ParticleFiltering,
+    RPC,
+    EarlyPruning,
+    AStar,
+    BeamSearch,
+    DVTS,
     LLMJudge,
+    PartialProbe,
+    StepJudge,
+    ProcessRewardModel,
+    OutcomeRewardModel,
     SelfCertainty,
     StepCertainty,
     ArithmeticCheck,
@@ -106,7 +129,7 @@ class Registry:
             required = defs[component.__name__].setdefault("required", [])
             if "type" not in required:
                 required.insert(0, "type")
-        for base in (Strategy, Scorer, Answer):
+        for base in (Strategy, Scorer, StepScorer, Answer):
             members = [c for c in classes if issubclass(c, base)]
             names = [c.model_fields["type"].default for c in members]
             defs[base.__name__] = {

@@ -106,6 +106,13 @@ class Scorer(Component):
     kind: ClassVar[str] = "scorer"
     needs_token_logprobs: ClassVar[bool] = False
     """Whether scores are read from the candidates' token logprobs (requested only then)."""
+    calls_a_model: ClassVar[bool] = False
+    """Its calls go to a reward model (a judge, a PRM), counted against
+    `Budget.reward_calls` as well as `calls`."""
+
+    def context(self, ctx: NodeContext) -> NodeContext:
+        """The context its calls are made in: named after it, marked as reward calls."""
+        return ctx.child(f"scorer:{self.type}", reward=self.calls_a_model)
 
     async def score(self, ctx: NodeContext, candidates: list[Candidate]) -> list[float]:
         raise NotImplementedError
@@ -141,9 +148,6 @@ class StepScorer(Scorer):
     delimiter: str = Field(
         default="\n\n", min_length=1, description="Splits a whole solution into steps."
     )
-    calls_a_model: ClassVar[bool] = False
-    """Its calls go to a reward model, counted against `Budget.reward_calls`."""
-
     async def score_steps(self, ctx: NodeContext, prefixes: list[Partial]) -> list[float]:
         """The reward in [0, 1] of each prefix's last step, given the steps before it."""
         raise NotImplementedError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -136,6 +136,38 @@ class GenerationResult(BaseModel):
     latency: float = 0.0
 
 
+PoolingTask = Literal["token_classify", "classify"]
+
+
+class PoolingRequest(BaseModel):
+    """One input to a pooling server (a reward model, `--runner pooling`): it answers rows of
+    class probabilities instead of text. `token_classify` (vLLM's `/pooling`) gives one row
+    per token the server keeps (a PRM keeps its step-tag tokens); `classify` (`/classify`) one
+    row for the whole input. Exactly one input: a raw `prompt` or chat `messages` (rendered
+    by the server's chat template, with no generation prompt)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: PoolingTask = "token_classify"
+    prompt: str | None = None
+    messages: tuple[Message, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self) -> PoolingRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("a pooling request needs exactly one of 'prompt' or 'messages'")
+        return self
+
+
+class PoolingResult(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rows: tuple[tuple[float, ...], ...]
+    """Class probabilities: one row per kept token (token_classify) or one row (classify)."""
+    prompt_tokens: int
+    latency: float = 0.0
+
+
 @dataclass
 class StreamProgress:
     """Tokens the server has produced so far for one call, kept up to date while it streams.
@@ -188,6 +220,13 @@ class Backend(Protocol):
     async def max_model_len(self) -> int | None:
         """The model's context length, or None when the server does not say (then requests
         are not clipped to it client-side and the server's own check applies)."""
+        ...
+
+    async def pool(
+        self, request: PoolingRequest, progress: StreamProgress | None = None
+    ) -> PoolingResult:
+        """Class probabilities from a pooling model (a reward model's server); `progress`
+        counts attempts and admits retries as for `generate`."""
         ...
 
     async def aclose(self) -> None: ...

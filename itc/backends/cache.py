@@ -13,7 +13,14 @@ import json
 import sqlite3
 from pathlib import Path
 
-from itc.backends.base import Backend, GenerationRequest, GenerationResult, StreamProgress
+from itc.backends.base import (
+    Backend,
+    GenerationRequest,
+    GenerationResult,
+    PoolingRequest,
+    PoolingResult,
+    StreamProgress,
+)
 
 
 class CachedBackend:
@@ -78,6 +85,12 @@ class CachedBackend:
 
     async def max_model_len(self) -> int:
         return await self.inner.max_model_len()
+
+    async def pool(
+        self, request: PoolingRequest, progress: StreamProgress | None = None
+    ) -> PoolingResult:
+        """Reward-model calls are not cached: they go to the inner backend."""
+        return await self.inner.pool(request, progress)
 
     async def aclose(self) -> None:
         self._db.close()

@@ -13,9 +13,19 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from itc.backends.base import Choice, GenerationRequest, GenerationResult, StreamProgress
+from itc.backends.base import (
+    BackendError,
+    Choice,
+    GenerationRequest,
+    GenerationResult,
+    PoolingRequest,
+    PoolingResult,
+    StreamProgress,
+)
 
 Script = Callable[[GenerationRequest, int], str]
+PoolScript = Callable[[PoolingRequest], list[list[float]]]
+"""Scripted rewards: the rows a pooling server would answer for a request."""
 
 
 def prompt_text(request: GenerationRequest, vocabulary: list[str] | None = None) -> str:
@@ -40,7 +50,10 @@ class ScriptedBackend:
     """Count tokens as they come even for calls that are not streamed, as if every call
     streamed (what algorithm tests want). False mimics a real server: a call not streamed
     reports nothing until it is done, so a cut one is charged its whole reservation."""
+    pool_script: PoolScript | None = None
+    """Answers `pool` calls (a reward model's rows); without it `pool` fails."""
     requests: list[GenerationRequest] = field(default_factory=list)
+    pooled: list[PoolingRequest] = field(default_factory=list)
     cancelled: int = 0
     counted: int = 0
     """How many times a prompt was counted (a tokenizer round trip, for a real server)."""
@@ -124,3 +137,15 @@ class ScriptedBackend:
             completion_tokens=completion_tokens,
             prompt_ids=prompt_ids,
         )
+
+    async def pool(
+        self, request: PoolingRequest, progress: StreamProgress | None = None
+    ) -> PoolingResult:
+        if progress is not None:
+            progress.attempts += 1
+        self.pooled.append(request)
+        if self.pool_script is None:
+            raise BackendError("this scripted backend has no pool_script for reward calls")
+        text = request.prompt or "\n".join(m.content for m in request.messages or ())
+        rows = tuple(tuple(row) for row in self.pool_script(request))
+        return PoolingResult(rows=rows, prompt_tokens=len(text.split()))

@@ -29,6 +29,8 @@ from itc.backends.base import (
     ContextLengthError,
     GenerationRequest,
     GenerationResult,
+    PoolingRequest,
+    PoolingResult,
     StreamProgress,
     prompt_token_bound,
 )
@@ -403,6 +405,42 @@ class VLLMBackend:
         except httpx.TransportError as error:
             raise _Retryable(f"{type(error).__name__}: {error}") from error
 
+    # -- pooling (reward models) -------------------------------------------------------------
+
+    async def pool(
+        self, request: PoolingRequest, progress: StreamProgress | None = None
+    ) -> PoolingResult:
+        """Class probabilities from a server started with `--runner pooling`: `/pooling` with
+        task token_classify (a PRM: one row per step tag) or `/classify` (an outcome model).
+        vLLM 0.32 serves one pooling task per server; asked for the other it says so."""
+        progress = progress if progress is not None else StreamProgress()
+        path = "/classify" if request.task == "classify" else "/pooling"
+        body: dict[str, Any] = {"model": self.model}
+        if request.task == "token_classify":
+            body["task"] = "token_classify"
+        if request.messages is not None:
+            body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+        else:
+            body["input"] = request.prompt
+        started = time.perf_counter()
+        for attempt in range(self.max_retries + 1):
+            if attempt and progress.before_retry is not None:
+                progress.before_retry()  # the caller admits the retry, or refuses it
+            progress.attempts = attempt + 1
+            try:
+                response = await self._send("POST", path, body, retry=False)
+            except _Retryable as error:
+                progress.events.append(str(error))
+                if attempt == self.max_retries:
+                    raise BackendError(
+                        f"{path} failed after {attempt + 1} attempts: {error}"
+                    ) from error
+                await asyncio.sleep(self._backoff(attempt, error))
+                continue
+            result = _pooling_result(path, response)
+            return result.model_copy(update={"latency": time.perf_counter() - started})
+        raise AssertionError("unreachable")
+
     # -- plain HTTP with retries -------------------------------------------------------------
 
     async def _request_json(
@@ -493,6 +531,27 @@ def _server_message(response: httpx.Response) -> str:
             if key in data:
                 return str(data[key])
     return str(data)[:500]
+
+
+def _pooling_result(path: str, response: httpx.Response) -> PoolingResult:
+    """The rows of a `/pooling` (`data[0].data`) or `/classify` (`data[0].probs`) answer for
+    one input; an answer of another shape is one error naming the endpoint and what it sent."""
+    field = "probs" if path == "/classify" else "data"
+    try:
+        data = response.json()
+        raw = data["data"][0][field]
+        if isinstance(raw, list) and raw and not isinstance(raw[0], list):
+            raw = [raw]  # one pooled vector: a single row
+        rows = tuple(tuple(float(x) for x in row) for row in raw)
+        prompt_tokens = int((data.get("usage") or {}).get("prompt_tokens") or 0)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
+        raise BackendError(
+            f"POST {path}: expected data[0].{field} as rows of probabilities "
+            f"({type(error).__name__}: {error}); the server sent {response.text[:300]!r}"
+        ) from None
+    if any(len(row) != len(rows[0]) or not row for row in rows):
+        raise BackendError(f"POST {path}: rows of unequal or zero width: {response.text[:300]!r}")
+    return PoolingResult(rows=rows, prompt_tokens=prompt_tokens)
 
 
 def _wire_messages(request: GenerationRequest) -> list[dict[str, str]]:

@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,9 @@ class Summary(BaseModel):
     errors: int
     budget_exhausted: int
     """Problems where a budget limit refused or clipped at least one call."""
+    prefix_cache_hit_rate: float | None = None
+    """Share of prompt tokens the server's prefix cache served during this run (vLLM's
+    counters, read before and after; None when the server has none or nothing ran)."""
     results_file: str = ""
 
 
@@ -98,6 +101,7 @@ async def run_benchmark(
     backend: Backend,
     *,
     output_dir: Path,
+    reward_backends: Mapping[str, Backend] | None = None,
     seed: int = 0,
     max_in_flight: int = 32,
     max_problems_in_flight: int = 16,
@@ -107,21 +111,47 @@ async def run_benchmark(
     """Run each pipeline over the dataset in turn (so wall times compare side by side).
 
     With `log_samples`, each row also keeps every call's prompt and sampled texts and every
-    candidate a node ranked or voted on, losers included.
+    candidate a node ranked or voted on, losers included. `reward_backends` are servers
+    beside the generator by name (a reward model: "prm"), for `NodeContext.pool`.
     """
     console = console or Console(stderr=True)
     summaries = []
     async with math_grader_if_installed() as grader:
         runtime = Runtime(
-            backend=backend, max_in_flight=max_in_flight, grader=grader, log_samples=log_samples
+            backend=backend,
+            max_in_flight=max_in_flight,
+            grader=grader,
+            log_samples=log_samples,
+            backends=dict(reward_backends or {}),
         )
         planner = Planner(runtime, max_problems_in_flight=max_problems_in_flight)
         for pipeline in pipelines:
             results = ResultsFile(output_dir / f"{pipeline.name}-{pipeline.fingerprint()}.jsonl")
-            summaries.append(
-                await _run_one(pipeline, dataset, planner, results, seed, Grading(grader), console)
+            before = await _prefix_cache_counters(backend)
+            summary = await _run_one(
+                pipeline, dataset, planner, results, seed, Grading(grader), console
             )
+            after = await _prefix_cache_counters(backend)
+            if before is not None and after is not None and after[1] > before[1]:
+                rate = (after[0] - before[0]) / (after[1] - before[1])
+                summary = summary.model_copy(update={"prefix_cache_hit_rate": rate})
+            summaries.append(summary)
     return summaries
+
+
+async def _prefix_cache_counters(backend: Backend) -> tuple[float, float] | None:
+    """(hits, queries) of a vLLM server's prefix cache, in tokens; None for servers without
+    them. Configs run one after another, so the difference over a run is that config's."""
+    metrics = getattr(backend, "metrics", None)
+    if metrics is None:
+        return None
+    try:
+        totals = await metrics()
+    except Exception:  # a server with no /metrics (any OpenAI-compatible one) has no rate
+        return None
+    hits = totals.get("vllm:prefix_cache_hits_total")
+    queries = totals.get("vllm:prefix_cache_queries_total")
+    return None if hits is None or queries is None else (hits, queries)
 
 
 async def _run_one(
@@ -317,6 +347,7 @@ def summary_table(summaries: Sequence[Summary]) -> Table:
         "wall s/problem",
         "budget hit",
         "errors",
+        "prefix cache",
     ):
         if column == "config":
             width = max((len(s.config) for s in summaries), default=6)
@@ -333,5 +364,6 @@ def summary_table(summaries: Sequence[Summary]) -> Table:
             f"{s.wall_time_per_problem:.1f}",
             f"{s.budget_exhausted}",
             f"{s.errors}",
+            "-" if s.prefix_cache_hit_rate is None else f"{s.prefix_cache_hit_rate:.0%}",
         )
     return table

@@ -13,13 +13,16 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from itc.backends.base import (
     Backend,
+    BackendError,
     GenerationRequest,
     GenerationResult,
+    PoolingRequest,
+    PoolingResult,
     StreamProgress,
     prompt_token_bound,
 )
@@ -52,6 +55,9 @@ class Runtime:
     backend: Backend
     max_in_flight: int = 32
     grader: Grader | None = None
+    backends: dict[str, Backend] = field(default_factory=dict)
+    """Other servers by name, for calls that are not generation: a reward model ("prm")
+    reached through `NodeContext.pool`. The generator stays `backend`."""
 
     log_samples: bool = False
     """Keep every call's prompt and sampled texts, and every candidate a node ranked or voted
@@ -309,6 +315,78 @@ class NodeContext:
                 event.latency,
                 f" ({event.detail})" if event.detail else "",
             )
+
+    async def pool(self, backend: str, request: PoolingRequest) -> PoolingResult:
+        """One metered call to the runtime's named `backend` (a reward model's server).
+
+        It is a reward call wherever it is made: it counts against `Budget.reward_calls` and
+        `Budget.calls` (each HTTP attempt, as for `generate`), and is refused with
+        BudgetExhausted when either is spent. The reward model's prompt tokens are recorded
+        in the trace event but not charged to `Budget.tokens` or `Usage`: they are another
+        model's tokens, and the generator's token budget stays the generator's (bound the
+        reward model's work with `reward_calls`).
+        """
+        server = self.runtime.backends.get(backend)
+        if server is None:
+            known = ", ".join(sorted(self.runtime.backends)) or "none"
+            raise BackendError(f"no backend named {backend!r} in this runtime (it has: {known})")
+        while True:
+            async with self.runtime.slots:
+                admitted = self._admit_reward_call(request)
+                if not isinstance(admitted, asyncio.Event):
+                    return await self._send_pooling(server, request, admitted)
+            await self._within_deadline(admitted.wait())
+
+    def _admit_reward_call(self, request: PoolingRequest) -> Reservation | asyncio.Event:
+        try:
+            return self.ledger.admit(prompt_tokens=0, n=1, max_tokens=0, reward=True)
+        except BudgetExhausted as refusal:
+            self.trace.record(
+                CallEvent(
+                    node=self.path,
+                    status="refused",
+                    limit=refusal.limit,
+                    reward=True,
+                    detail=f"{request.task}: {refusal}",
+                )
+            )
+            raise
+
+    async def _send_pooling(
+        self, server: Backend, request: PoolingRequest, reservation: Reservation
+    ) -> PoolingResult:
+        started = time.monotonic()
+        event = CallEvent(
+            node=self.path, status="ok", started=started - self.ledger.started, reward=True
+        )
+        progress = StreamProgress()
+        retries: list[Reservation] = []
+
+        def admit_retry() -> None:
+            try:
+                retries.append(self.ledger.reserve(prompt_tokens=0, n=1, max_tokens=0, reward=True))
+            except BudgetExhausted as refusal:
+                event.limit = refusal.limit
+                raise BudgetExhausted(refusal.limit, f"retry refused: {refusal}") from None
+
+        progress.before_retry = admit_retry
+        try:
+            result = await self._within_deadline(server.pool(request, progress))
+            event.prompt_tokens = result.prompt_tokens
+            if progress.attempts > 1:
+                event.detail = "; ".join(progress.events)[:500]
+            return result
+        except BaseException as failure:
+            event.status = "cancelled" if isinstance(failure, asyncio.CancelledError) else "error"
+            event.detail = f"{request.task}: {type(failure).__name__}: {failure}"[:500]
+            raise
+        finally:
+            event.latency = time.monotonic() - started
+            for retry in retries:
+                self.ledger.settle(retry, Usage())
+            attempts = progress.attempts
+            self.ledger.settle(reservation, Usage(calls=attempts, reward_calls=attempts))
+            self.trace.record(event)
 
     def log_candidates(self, candidates: Iterable[Candidate], kept: Iterable[str]) -> None:
         """Record what this node ranked or voted on (ids in `kept` went on), when samples are

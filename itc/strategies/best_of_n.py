@@ -41,7 +41,7 @@ class BestOfN(Aggregator):
         if not candidates:
             return []
         try:
-            scores = await self.scorer.score(ctx.child(f"scorer:{self.scorer.type}"), candidates)
+            scores = await self.scorer.score(self.scorer.context(ctx), candidates)
         except BudgetExhausted as refusal:
             # The samples are paid for: keep them, unranked, and say why (the trace holds the
             # refused scorer calls, so the result reports the limit too).

@@ -110,7 +110,7 @@ class SelfConsistency(Aggregator):
         if self.scorer is not None:
             try:
                 weights = await self.scorer.score(
-                    ctx.child(f"scorer:{self.scorer.type}"), candidates
+                    self.scorer.context(ctx), candidates
                 )
             except BudgetExhausted:
                 pass  # the samples still vote, one vote each; the trace shows the refusal

@@ -10,6 +10,10 @@ _EXPORTS = {
     "MathGrader": "itc.verifiers.math",
     "extract_answer": "itc.verifiers.math",
     "LLMJudge": "itc.verifiers.judge",
+    "PartialProbe": "itc.verifiers.judge",
+    "StepJudge": "itc.verifiers.judge",
+    "ProcessRewardModel": "itc.verifiers.reward_model",
+    "OutcomeRewardModel": "itc.verifiers.reward_model",
     "SelfCertainty": "itc.verifiers.self_certainty",
     "StepCertainty": "itc.verifiers.self_certainty",
     "ArithmeticCheck": "itc.verifiers.arithmetic",
@@ -25,8 +29,12 @@ __all__ = [
     "LLMJudge",
     "MathAnswer",
     "MathGrader",
+    "OutcomeRewardModel",
+    "PartialProbe",
+    "ProcessRewardModel",
     "SelfCertainty",
     "StepCertainty",
+    "StepJudge",
     "TextAnswer",
     "extract_answer",
 ]
@@ -34,8 +42,9 @@ __all__ = [
 if TYPE_CHECKING:
     from itc.verifiers.answers import ChoiceAnswer, CodeAnswer, MathAnswer, TextAnswer
     from itc.verifiers.arithmetic import ArithmeticCheck
-    from itc.verifiers.judge import LLMJudge
+    from itc.verifiers.judge import LLMJudge, PartialProbe, StepJudge
     from itc.verifiers.math import MathGrader, extract_answer
+    from itc.verifiers.reward_model import OutcomeRewardModel, ProcessRewardModel
     from itc.verifiers.self_certainty import SelfCertainty, StepCertainty
 else:
     __getattr__ = lazy_exports("itc.verifiers", _EXPORTS)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from itc.backends.base import GenerationRequest, StructuredOutputs
-from itc.nodes import Scorer, check_template
+from itc.nodes import Scorer, StepScorer, check_template
 from itc.runtime.context import NodeContext
+from itc.runtime.steps import Partial
 from itc.types import Candidate, Message
 
 DEFAULT_TEMPLATE = (
@@ -45,6 +46,7 @@ class LLMJudge(Scorer):
     """
 
     type: Literal["llm_judge"] = "llm_judge"
+    calls_a_model: ClassVar[bool] = True
     template: str = Field(
         default=DEFAULT_TEMPLATE, description="The question to the judge: {question}, {solution}."
     )
@@ -83,3 +85,115 @@ class LLMJudge(Scorer):
             return p_yes(tops[0]) if tops else 0.5
 
         return list(await asyncio.gather(*(judge(c) for c in candidates)))
+
+
+PROBE = (
+    "Stop here. Is the solution so far on the right track to answer the question correctly? "
+    "Answer Yes or No."
+)
+
+
+class PartialProbe(Scorer):
+    """Self-evaluation of a partial (or whole) answer: the solution goes back to the model as
+    its own assistant turn, followed by one question; the first token is read as P(Yes).
+
+    The chat begins with the problem (its own chat, or its question as a user turn, without
+    the sampler's template), so all probes of one problem share that prefix in the server's
+    cache; they are sent together.
+    """
+
+    type: Literal["partial_probe"] = "partial_probe"
+    calls_a_model: ClassVar[bool] = True
+    probe: str = Field(default=PROBE, min_length=1, description="Asked after the solution.")
+    top_logprobs: int = Field(
+        default=20, ge=2, le=20, description="Alternatives read for the Yes/No verdict."
+    )
+    max_solution_chars: int = Field(
+        default=6000, ge=100, description="Only the end of a longer solution is shown."
+    )
+
+    def request(self, ctx: NodeContext, candidate: Candidate) -> GenerationRequest:
+        problem = ctx.problem
+        chat = problem.messages or (Message(role="user", content=problem.question),)
+        return GenerationRequest(
+            messages=(
+                *chat,
+                Message(role="assistant", content=candidate.text[-self.max_solution_chars :]),
+                Message(role="user", content=self.probe),
+            ),
+            max_tokens=1,
+            temperature=0.0,
+            top_logprobs=self.top_logprobs,
+            structured_outputs=StructuredOutputs(choice=("Yes", "No")),
+        )
+
+    async def score(self, ctx: NodeContext, candidates: list[Candidate]) -> list[float]:
+        async def probe(candidate: Candidate) -> float:
+            result = await ctx.generate(self.request(ctx, candidate))
+            tops = result.choices[0].top_logprobs
+            return p_yes(tops[0]) if tops else 0.5
+
+        return list(await asyncio.gather(*(probe(c) for c in candidates)))
+
+
+STEP_TEMPLATE = (
+    "Question:\n{question}\n\nSteps so far:\n{previous}\n\nLatest step:\n{step}\n\n"
+    "Is the latest step correct? Answer Yes or No."
+)
+
+
+class StepJudge(StepScorer):
+    """A process reward from a judge model: P(Yes) that a prefix's latest step is correct,
+    read from one constrained token's logprobs (no reward model needed).
+
+    The question comes first so one problem's judgements share a cached prefix; all
+    prefixes are judged at once. Its calls are reward calls (`Budget.reward_calls`).
+    """
+
+    type: Literal["step_judge"] = "step_judge"
+    template: str = Field(
+        default=STEP_TEMPLATE,
+        description="The question to the judge: {question}, {previous} (earlier steps), {step}.",
+    )
+    system: str | None = Field(default=None, description="A system message for the judge.")
+    top_logprobs: int = Field(
+        default=20, ge=2, le=20, description="Alternatives read for the Yes/No verdict."
+    )
+    max_previous_chars: int = Field(
+        default=4000, ge=100, description="Only the end of longer earlier steps is shown."
+    )
+    calls_a_model: ClassVar[bool] = True
+
+    @field_validator("template")
+    @classmethod
+    def _placeholders(cls, template: str) -> str:
+        return check_template(template, {"question", "previous", "step"})
+
+    def step_request(self, ctx: NodeContext, prefix: Partial) -> GenerationRequest:
+        *before, latest = prefix.steps or ("",)
+        previous = "\n".join(s.strip() for s in before)[-self.max_previous_chars :]
+        prompt = self.template.format(
+            question=ctx.problem.question, previous=previous or "(none)", step=latest.strip()
+        )
+        messages = [Message(role="user", content=prompt)]
+        if self.system:
+            messages.insert(0, Message(role="system", content=self.system))
+        return GenerationRequest(
+            messages=tuple(messages),
+            max_tokens=1,
+            temperature=0.0,
+            top_logprobs=self.top_logprobs,
+            structured_outputs=StructuredOutputs(choice=("Yes", "No")),
+        )
+
+    async def score_steps(self, ctx: NodeContext, prefixes: list[Partial]) -> list[float]:
+        outcomes = await asyncio.gather(
+            *(ctx.generate(self.step_request(ctx, p)) for p in prefixes), return_exceptions=True
+        )
+        rewards: list[float] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome  # after every call settled: a refusal leaves no call running
+            tops = outcome.choices[0].top_logprobs
+            rewards.append(p_yes(tops[0]) if tops else 0.5)
+        return rewards

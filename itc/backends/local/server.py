@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -32,7 +33,7 @@ from itc.backends.local.resources import (
     wanted_kv_bytes,
 )
 
-__all__ = ["ManagedServer", "serve_forever"]
+__all__ = ["ManagedServer", "pooling_args", "serve_forever"]
 
 # Runs the API server as ``python -m`` would, after asking the kernel to SIGTERM it when our
 # process (strictly: the thread that started it) dies. atexit covers normal exits and Ctrl-C;
@@ -45,6 +46,18 @@ if os.getppid() != int(sys.argv.pop(1)):  # the parent died before prctl took ef
     sys.exit(1)
 runpy.run_module("vllm.entrypoints.openai.api_server", run_name="__main__", alter_sys=True)
 """
+
+
+def pooling_args(step_tag_id: int | None = None) -> list[str]:
+    """vLLM 0.32 flags serving a generative model as a reward model (`--runner pooling`,
+    the language-model head replaced by a classifier): `/classify` answers an outcome
+    reward; with `step_tag_id`, `/pooling` answers token classification at that token only,
+    a process reward model's step tags. A server serves one of the two tasks, not both."""
+    args = ["--runner", "pooling", "--convert", "classify"]
+    if step_tag_id is not None:
+        config = {"task": "token_classify", "tok_pooling_type": "STEP", "step_tag_id": step_tag_id}
+        args += ["--pooler-config", json.dumps(config)]
+    return args
 
 
 def _free_port() -> int:
@@ -257,11 +270,14 @@ def _group_alive(pgid: int) -> bool:
 
 
 def serve_forever(
-    model: str = "smollm2-135m", port: int | None = None, console: Console | None = None
+    model: str = "smollm2-135m",
+    port: int | None = None,
+    console: Console | None = None,
+    extra_args: Sequence[str] = (),
 ) -> None:
     """Run a managed server in the foreground until Ctrl-C or SIGTERM (for ``itc serve``)."""
     console = console or Console(stderr=True)
-    server = ManagedServer(model, port=port, console=console)
+    server = ManagedServer(model, port=port, console=console, extra_args=extra_args)
 
     def _on_sigterm(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
