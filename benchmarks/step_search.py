@@ -227,6 +227,18 @@ def report() -> None:
     print(OUT / "README.md")
 
 
+NAMES = {"pf": "particle filtering", "a-star": "A*", "beam": "beam search", "dvts": "DVTS",
+         "sc": "self-consistency (run)"}
+
+
+def _family(method: str) -> str:
+    """"pf-8" -> "particle filtering"; "self-consistency k=4 (pool)" -> "self-consistency"."""
+    if " k=" in method:
+        return method.split(" k=")[0]
+    stem, _, size = method.rpartition("-")
+    return NAMES.get(stem, stem) if size.isdigit() else method
+
+
 def _plot(parts: dict[str, list[dict[str, Any]]]) -> None:
     from itc.bench.plots import new_figure
 
@@ -235,8 +247,7 @@ def _plot(parts: dict[str, list[dict[str, Any]]]) -> None:
         axes = figure.add_subplot()
         families: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for p in points:
-            family = p["method"].split(" k=")[0].rsplit("-", 1)[0]
-            families[family].append(p)
+            families[_family(p["method"])].append(p)
         for family, members in sorted(families.items()):
             members.sort(key=lambda p: p["generated"])
             axes.plot(

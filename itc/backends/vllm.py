@@ -18,8 +18,8 @@ import json
 import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Hashable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from typing import Any, TypeVar
 
 import httpx
 
@@ -34,6 +34,8 @@ from itc.backends.base import (
     StreamProgress,
     prompt_token_bound,
 )
+
+_T = TypeVar("_T")
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 NOT_STARTED_STATUSES = frozenset({408, 429, 503})
@@ -216,32 +218,16 @@ class VLLMBackend:
         progress = progress if progress is not None else StreamProgress()
         ids = request.prompt_ids if request.scores_only else self._known_ids(request)
         path, body = self._wire(request, ids)
+        send = self._stream if body.get("stream") else self._post
         started = time.perf_counter()
-        for attempt in range(self.max_retries + 1):
-            if attempt and progress.before_retry is not None:
-                progress.before_retry()  # the caller admits the retry, or refuses it
-            progress.attempts = attempt + 1
-            try:
-                if body.get("stream"):
-                    result = await self._stream(path, body, request, progress)
-                else:
-                    result = await self._post(path, body, request, progress)
-            except _Retryable as error:
-                progress.events.append(str(error))
-                if attempt == self.max_retries:
-                    raise BackendError(
-                        f"{path} failed after {attempt + 1} attempts: {error}"
-                    ) from error
-                await asyncio.sleep(self._backoff(attempt, error))
-                continue
-            update: dict[str, Any] = {"latency": time.perf_counter() - started}
-            if ids is not None:
-                update["prompt_ids"] = ids
-            elif result.prompt_ids is not None and not request.scores_only:
-                # The server rendered it: remember, so counting it later needs no round trip.
-                self._rendered.put(_render_key(request), result.prompt_ids)
-            return result.model_copy(update=update)
-        raise AssertionError("unreachable")
+        result = await self._attempts(path, progress, lambda: send(path, body, request, progress))
+        update: dict[str, Any] = {"latency": time.perf_counter() - started}
+        if ids is not None:
+            update["prompt_ids"] = ids
+        elif result.prompt_ids is not None and not request.scores_only:
+            # The server rendered it: remember, so counting it later needs no round trip.
+            self._rendered.put(_render_key(request), result.prompt_ids)
+        return result.model_copy(update=update)
 
     def _known_ids(self, request: GenerationRequest) -> tuple[int, ...] | None:
         """The prompt's ids if known without a round trip (carried, or rendered earlier)."""
@@ -423,25 +409,34 @@ class VLLMBackend:
         else:
             body["input"] = request.prompt
         started = time.perf_counter()
-        for attempt in range(self.max_retries + 1):
-            if attempt and progress.before_retry is not None:
-                progress.before_retry()  # the caller admits the retry, or refuses it
-            progress.attempts = attempt + 1
-            try:
-                response = await self._send("POST", path, body, retry=False)
-            except _Retryable as error:
-                progress.events.append(str(error))
-                if attempt == self.max_retries:
-                    raise BackendError(
-                        f"{path} failed after {attempt + 1} attempts: {error}"
-                    ) from error
-                await asyncio.sleep(self._backoff(attempt, error))
-                continue
-            result = _pooling_result(path, response)
-            return result.model_copy(update={"latency": time.perf_counter() - started})
-        raise AssertionError("unreachable")
+        response = await self._attempts(
+            path, progress, lambda: self._send("POST", path, body, retry=False)
+        )
+        result = _pooling_result(path, response)
+        return result.model_copy(update={"latency": time.perf_counter() - started})
 
     # -- plain HTTP with retries -------------------------------------------------------------
+
+    async def _attempts(
+        self, path: str, progress: StreamProgress, attempt: Callable[[], Awaitable[_T]]
+    ) -> _T:
+        """`attempt()` until it does not fail transiently, at most `max_retries` + 1 times.
+        The caller admits each retry (`progress.before_retry`, which may refuse it); each
+        transient failure is noted in `progress.events` and followed by a backoff."""
+        for number in range(self.max_retries + 1):
+            if number and progress.before_retry is not None:
+                progress.before_retry()  # the caller admits the retry, or refuses it
+            progress.attempts = number + 1
+            try:
+                return await attempt()
+            except _Retryable as error:
+                progress.events.append(str(error))
+                if number == self.max_retries:
+                    raise BackendError(
+                        f"{path} failed after {number + 1} attempts: {error}"
+                    ) from error
+                await asyncio.sleep(self._backoff(number, error))
+        raise AssertionError("unreachable")
 
     async def _request_json(
         self, method: str, path: str, body: dict[str, Any] | None = None, *, retry: bool = True

@@ -191,15 +191,7 @@ class NodeContext:
                 reward=self.reward,
             )
         except BudgetExhausted as refusal:
-            self.trace.record(
-                CallEvent(
-                    node=self.path,
-                    status="refused",
-                    n=request.n,
-                    limit=refusal.limit,
-                    detail=str(refusal),
-                )
-            )
+            self._record_refusal(refusal, n=request.n)
             raise
         if isinstance(reservation, asyncio.Event):
             return reservation
@@ -341,16 +333,24 @@ class NodeContext:
         try:
             return self.ledger.admit(prompt_tokens=0, n=1, max_tokens=0, reward=True)
         except BudgetExhausted as refusal:
-            self.trace.record(
-                CallEvent(
-                    node=self.path,
-                    status="refused",
-                    limit=refusal.limit,
-                    reward=True,
-                    detail=f"{request.task}: {refusal}",
-                )
-            )
+            self._record_refusal(refusal, reward=True, about=request.task)
             raise
+
+    def _record_refusal(
+        self, refusal: BudgetExhausted, n: int = 1, reward: bool = False, about: str = ""
+    ) -> None:
+        """Put a call the budget refused in the trace (`about` leads its detail)."""
+        detail = f"{about}: {refusal}" if about else str(refusal)
+        self.trace.record(
+            CallEvent(
+                node=self.path,
+                status="refused",
+                n=n,
+                limit=refusal.limit,
+                reward=reward,
+                detail=detail,
+            )
+        )
 
     async def _send_pooling(
         self, server: Backend, request: PoolingRequest, reservation: Reservation

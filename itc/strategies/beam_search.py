@@ -5,7 +5,7 @@ server round trip however wide the beam is."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -31,7 +31,31 @@ def top(partials: list[Partial], count: int, score: dict[str, float]) -> list[in
     return order[:count]
 
 
-class BeamSearch(StepSearch):
+def width(description: str) -> Any:
+    """The `beams` field (N) of a `WidthAndExpansion` search, worded for that search."""
+    return Field(default=8, ge=1, le=256, description=description)
+
+
+def expansion(description: str) -> Any:
+    """The `expand` field (M) of a `WidthAndExpansion` search, worded for that search."""
+    return Field(default=4, ge=1, le=256, description=description)
+
+
+class WidthAndExpansion(StepSearch):
+    """A step search N wide (`beams`) in which each partial it extends gets M children
+    (`expand`), N a multiple of M. Each search declares the two fields with `width` and
+    `expansion`, in its own words."""
+
+    beams: int
+    expand: int
+
+    @model_validator(mode="after")
+    def _divisible(self) -> Self:
+        kept_per_round(self.beams, self.expand)
+        return self
+
+
+class BeamSearch(WidthAndExpansion):
     """Beam search over reasoning steps with width N (`beams`) and expansion factor M
     (`expand`).
 
@@ -44,15 +68,8 @@ class BeamSearch(StepSearch):
     """
 
     type: Literal["beam_search"] = "beam_search"
-    beams: int = Field(default=8, ge=1, le=256, description="Beam width (N): children a round.")
-    expand: int = Field(
-        default=4, ge=1, le=256, description="Children per kept beam (M); N/M beams are kept."
-    )
-
-    @model_validator(mode="after")
-    def _divisible(self) -> BeamSearch:
-        kept_per_round(self.beams, self.expand)
-        return self
+    beams: int = width("Beam width (N): children a round.")
+    expand: int = expansion("Children per kept beam (M); N/M beams are kept.")
 
     async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:
         keep = kept_per_round(self.beams, self.expand)

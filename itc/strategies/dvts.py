@@ -6,16 +6,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
-
 from itc.runtime.context import NodeContext
 from itc.runtime.steps import Partial
-from itc.strategies.beam_search import kept_per_round, top
-from itc.strategies.stepwise import StepSearch
+from itc.strategies.beam_search import WidthAndExpansion, expansion, kept_per_round, top, width
 from itc.types import Candidate
 
 
-class DVTS(StepSearch):
+class DVTS(WidthAndExpansion):
     """N/M subtrees (`beams` N, `expand` M), each holding one leaf: every round each
     unfinished leaf gets M children and keeps only its best (by prefix score, ties to the
     first sampled). All subtrees' requests go out together, one per subtree with n = M; the
@@ -26,15 +23,8 @@ class DVTS(StepSearch):
     """
 
     type: Literal["dvts"] = "dvts"
-    beams: int = Field(default=8, ge=1, le=256, description="Samples a round (N), all subtrees.")
-    expand: int = Field(
-        default=4, ge=1, le=256, description="Children per subtree a round (M); N/M subtrees."
-    )
-
-    @model_validator(mode="after")
-    def _divisible(self) -> DVTS:
-        kept_per_round(self.beams, self.expand)
-        return self
+    beams: int = width("Samples a round (N), all subtrees.")
+    expand: int = expansion("Children per subtree a round (M); N/M subtrees.")
 
     async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:
         leaves = [self.root(ctx)] * kept_per_round(self.beams, self.expand)

@@ -13,7 +13,7 @@ from itc.backends.base import BackendError, Choice, GenerationRequest, Generatio
 from itc.nodes import AnswerNode, ScorerNode, Strategy, check_template
 from itc.runtime.budget import BudgetExhausted
 from itc.runtime.context import NodeContext
-from itc.strategies.generate import render_messages
+from itc.strategies.generate import Generate, sampled
 from itc.strategies.self_consistency import Tally
 from itc.types import Candidate
 from itc.verifiers.answers import MathAnswer
@@ -77,17 +77,8 @@ class EarlyPruning(Strategy):
 
     async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:
         logprobs = ctx.wants_logprobs or self.scorer.needs_token_logprobs
-        first = await ctx.generate(
-            GenerationRequest(
-                messages=render_messages(ctx.problem, self.template, self.system),
-                n=self.samples,
-                temperature=self.temperature,
-                max_tokens=self.prefix_tokens,
-                seed=ctx.seed_for(self.seed),
-                logprobs=logprobs,
-            )
-        )
-        starts = [self._candidate(ctx, first, c) for c in first.choices]
+        first = await ctx.generate(self._starts.request(ctx, logprobs=logprobs))
+        starts = sampled(ctx, first)
         open_ = {s.id: (i, c) for i, (s, c) in enumerate(zip(starts, first.choices, strict=True))
                  if c.finish_reason == "length"}  # cut at the prefix length: not finished
         done = [s for s in starts if s.id not in open_]
@@ -98,16 +89,16 @@ class EarlyPruning(Strategy):
         )
         return await self._select(ctx, done + continued)
 
-    def _candidate(self, ctx: NodeContext, result: GenerationResult, choice: Choice) -> Candidate:
-        return Candidate(
-            text=choice.text,
-            node=ctx.path,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=choice.completion_tokens,
-            token_logprobs=choice.token_logprobs,
-            finish_reason=choice.finish_reason,
-            stop_reason=choice.stop_reason,
-            metadata={"rollout": ctx.rollout, "index": choice.index},
+    @property
+    def _starts(self) -> Generate:
+        """The first round as a plain sampler: N samples of at most `prefix_tokens` each."""
+        return Generate(
+            n=self.samples,
+            temperature=self.temperature,
+            max_tokens=self.prefix_tokens,
+            seed=self.seed,
+            system=self.system,
+            template=self.template,
         )
 
     async def _choose(self, ctx: NodeContext, starts: list[Candidate]) -> list[Candidate]:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from itc.backends.base import GenerationRequest
+from itc.backends.base import GenerationRequest, GenerationResult
 from itc.nodes import Strategy, check_template
 from itc.runtime.context import NodeContext
 from itc.types import Candidate, Message, Problem
@@ -23,6 +23,23 @@ def render_messages(
     if system is not None and messages[0].role != "system":
         messages = (Message(role="system", content=system), *messages)
     return messages
+
+
+def sampled(ctx: NodeContext, result: GenerationResult) -> list[Candidate]:
+    """A sampling call's choices as candidates of the node at `ctx`."""
+    return [
+        Candidate(
+            text=choice.text,
+            node=ctx.path,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=choice.completion_tokens,
+            token_logprobs=choice.token_logprobs,
+            finish_reason=choice.finish_reason,
+            stop_reason=choice.stop_reason,
+            metadata={"rollout": ctx.rollout, "index": choice.index},
+        )
+        for choice in result.choices
+    ]
 
 
 class Generate(Strategy):
@@ -53,7 +70,9 @@ class Generate(Strategy):
     def max_outputs(self) -> int:
         return self.n
 
-    def request(self, ctx: NodeContext) -> GenerationRequest:
+    def request(self, ctx: NodeContext, logprobs: bool = False) -> GenerationRequest:
+        """The one request for all `n` samples; `logprobs` asks for token logprobs even when
+        nothing in this node or above it needs them."""
         return GenerationRequest(
             messages=render_messages(ctx.problem, self.template, self.system),
             n=self.n,
@@ -62,22 +81,9 @@ class Generate(Strategy):
             max_tokens=self.max_tokens,
             seed=ctx.seed_for(self.seed),
             stop=self.stop,
-            logprobs=ctx.wants_logprobs or self.top_logprobs > 0,
+            logprobs=logprobs or ctx.wants_logprobs or self.top_logprobs > 0,
             top_logprobs=self.top_logprobs,
         )
 
     async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:
-        result = await ctx.generate(self.request(ctx))
-        return [
-            Candidate(
-                text=choice.text,
-                node=ctx.path,
-                prompt_tokens=result.prompt_tokens,
-                completion_tokens=choice.completion_tokens,
-                token_logprobs=choice.token_logprobs,
-                finish_reason=choice.finish_reason,
-                stop_reason=choice.stop_reason,
-                metadata={"rollout": ctx.rollout, "index": choice.index},
-            )
-            for choice in result.choices
-        ]
+        return sampled(ctx, await ctx.generate(self.request(ctx)))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from itc.backends.base import GenerationRequest, StructuredOutputs
+from itc.backends.base import GenerationRequest, GenerationResult, StructuredOutputs
 from itc.nodes import Scorer, StepScorer, check_template
 from itc.runtime.context import NodeContext
 from itc.runtime.steps import Partial
@@ -36,6 +37,34 @@ def p_yes(top_logprobs: dict[str, float], yes: str = "yes", no: str = "no") -> f
     floor = math.exp(min(top_logprobs.values())) if top_logprobs else 0.0
     p, q = mass[yes] or floor, mass[no] or floor
     return p / (p + q)
+
+
+def _verdict_request(messages: Sequence[Message], top_logprobs: int) -> GenerationRequest:
+    """One greedy token constrained to Yes or No, with `top_logprobs` alternatives."""
+    return GenerationRequest(
+        messages=tuple(messages),
+        max_tokens=1,
+        temperature=0.0,
+        top_logprobs=top_logprobs,
+        structured_outputs=StructuredOutputs(choice=("Yes", "No")),
+    )
+
+
+def _judge_messages(prompt: str, system: str | None) -> list[Message]:
+    """The prompt as a user turn, after the system message if there is one (not empty)."""
+    user = Message(role="user", content=prompt)
+    return [Message(role="system", content=system), user] if system else [user]
+
+
+def _verdict(result: GenerationResult) -> float:
+    """P(yes) read from a verdict's first token (0.5 when it came without alternatives)."""
+    tops = result.choices[0].top_logprobs
+    return p_yes(tops[0]) if tops else 0.5
+
+
+async def _verdicts(ctx: NodeContext, requests: list[GenerationRequest]) -> list[float]:
+    """P(yes) of each verdict request, all sent together."""
+    return [_verdict(r) for r in await asyncio.gather(*(ctx.generate(q) for q in requests))]
 
 
 class LLMJudge(Scorer):
@@ -67,24 +96,10 @@ class LLMJudge(Scorer):
         prompt = self.template.format(
             question=ctx.problem.question, solution=candidate.text[-self.max_solution_chars :]
         )
-        messages = [Message(role="user", content=prompt)]
-        if self.system:
-            messages.insert(0, Message(role="system", content=self.system))
-        return GenerationRequest(
-            messages=tuple(messages),
-            max_tokens=1,
-            temperature=0.0,
-            top_logprobs=self.top_logprobs,
-            structured_outputs=StructuredOutputs(choice=("Yes", "No")),
-        )
+        return _verdict_request(_judge_messages(prompt, self.system), self.top_logprobs)
 
     async def score(self, ctx: NodeContext, candidates: list[Candidate]) -> list[float]:
-        async def judge(candidate: Candidate) -> float:
-            result = await ctx.generate(self.request(ctx, candidate))
-            tops = result.choices[0].top_logprobs
-            return p_yes(tops[0]) if tops else 0.5
-
-        return list(await asyncio.gather(*(judge(c) for c in candidates)))
+        return await _verdicts(ctx, [self.request(ctx, c) for c in candidates])
 
 
 PROBE = (
@@ -115,25 +130,12 @@ class PartialProbe(Scorer):
     def request(self, ctx: NodeContext, candidate: Candidate) -> GenerationRequest:
         problem = ctx.problem
         chat = problem.messages or (Message(role="user", content=problem.question),)
-        return GenerationRequest(
-            messages=(
-                *chat,
-                Message(role="assistant", content=candidate.text[-self.max_solution_chars :]),
-                Message(role="user", content=self.probe),
-            ),
-            max_tokens=1,
-            temperature=0.0,
-            top_logprobs=self.top_logprobs,
-            structured_outputs=StructuredOutputs(choice=("Yes", "No")),
-        )
+        solution = Message(role="assistant", content=candidate.text[-self.max_solution_chars :])
+        probe = Message(role="user", content=self.probe)
+        return _verdict_request((*chat, solution, probe), self.top_logprobs)
 
     async def score(self, ctx: NodeContext, candidates: list[Candidate]) -> list[float]:
-        async def probe(candidate: Candidate) -> float:
-            result = await ctx.generate(self.request(ctx, candidate))
-            tops = result.choices[0].top_logprobs
-            return p_yes(tops[0]) if tops else 0.5
-
-        return list(await asyncio.gather(*(probe(c) for c in candidates)))
+        return await _verdicts(ctx, [self.request(ctx, c) for c in candidates])
 
 
 STEP_TEMPLATE = (
@@ -175,16 +177,7 @@ class StepJudge(StepScorer):
         prompt = self.template.format(
             question=ctx.problem.question, previous=previous or "(none)", step=latest.strip()
         )
-        messages = [Message(role="user", content=prompt)]
-        if self.system:
-            messages.insert(0, Message(role="system", content=self.system))
-        return GenerationRequest(
-            messages=tuple(messages),
-            max_tokens=1,
-            temperature=0.0,
-            top_logprobs=self.top_logprobs,
-            structured_outputs=StructuredOutputs(choice=("Yes", "No")),
-        )
+        return _verdict_request(_judge_messages(prompt, self.system), self.top_logprobs)
 
     async def score_steps(self, ctx: NodeContext, prefixes: list[Partial]) -> list[float]:
         outcomes = await asyncio.gather(
@@ -194,6 +187,5 @@ class StepJudge(StepScorer):
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome  # after every call settled: a refusal leaves no call running
-            tops = outcome.choices[0].top_logprobs
-            rewards.append(p_yes(tops[0]) if tops else 0.5)
+            rewards.append(_verdict(outcome))
         return rewards
