@@ -136,11 +136,24 @@ def _method_rows(part: str) -> list[dict[str, Any]]:
                 "reward_calls": sum(u.get("reward_calls", 0) for u in usage) / count,
                 "wall": sum(u["wall_time"] for u in usage) / count,
                 "cache": rates.get(name),
+                "expected": _expected_accuracy(rows),
                 "errors": len(rows) - len(done),
                 "budget_hit": sum(r.get("budget_exhausted") is not None for r in rows),
             }
         )
     return table
+
+
+def _expected_accuracy(rows: list[dict[str, Any]]) -> float | None:
+    """Mean over problems of the weight the final weighted set puts on right answers (each
+    answer's `vote_share`): particle filtering's unbiased accuracy estimate."""
+    shares = []
+    for row in rows:
+        candidates = row.get("candidates") or []
+        if not candidates or any("vote_share" not in c["scores"] for c in candidates):
+            return None
+        shares.append(sum(c["scores"]["vote_share"] for c in candidates if c.get("correct")))
+    return sum(shares) / len(shares) if shares else None
 
 
 def _pool_points() -> list[dict[str, Any]]:
@@ -207,20 +220,20 @@ def report() -> None:
             "",
             "| method | problems | accuracy | generated tok/problem | total tok/problem | "
             "calls/problem | reward-model calls/problem | prefix-cache hit rate | "
-            "wall s/problem | budget hit | errors |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "wall s/problem | budget hit | errors | expected accuracy of the weighted set |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for m in methods:
             lines.append(
                 f"| {m['method']} | {m['problems']} | {m['accuracy']:.1%} ({m['correct']}) | "
                 f"{m['generated']:.0f} | {m['total']:.0f} | {m['calls']:.1f} | "
                 f"{m['reward_calls']:.1f} | {_fmt(m['cache'], '.1%')} | {m['wall']:.0f} | "
-                f"{m['budget_hit']} | {m['errors']} |"
+                f"{m['budget_hit']} | {m['errors']} | {_fmt(m['expected'], '.1%')} |"
             )
         for b in baseline:
             lines.append(
                 f"| {b['method']} | {b['problems']} | {b['accuracy']:.1%} | {b['generated']:.0f} |"
-                f" {b['total']:.0f} | | | | | | |"
+                f" {b['total']:.0f} | | | | | | | |"
             )
     (OUT / "README.md").write_text("\n".join(lines) + "\n")
     _plot(figure_points)
