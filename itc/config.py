@@ -27,20 +27,29 @@ from itc.nodes import (
     Answer,
     AnswerNode,
     Component,
+    CostBound,
     Scorer,
     StepScorer,
     Strategy,
     StrategyNode,
+    total,
 )
 from itc.strategies.a_star import AStar
 from itc.strategies.beam_search import BeamSearch
 from itc.strategies.best_of_n import BestOfN
+from itc.strategies.critic import Critic
 from itc.strategies.dvts import DVTS
 from itc.strategies.early_pruning import EarlyPruning
+from itc.strategies.ensemble import Ensemble
+from itc.strategies.fuser import Fuser
 from itc.strategies.generate import Generate
 from itc.strategies.particle_filtering import ParticleFiltering
+from itc.strategies.ranker import Ranker
+from itc.strategies.refine import Refine
 from itc.strategies.rpc import RPC
 from itc.strategies.self_consistency import SelfConsistency
+from itc.strategies.unit_tests import UnitTestFilter
+from itc.strategies.verify_filter import Verify
 from itc.types import Budget
 from itc.verifiers.answers import BUILTIN_ANSWERS, MathAnswer
 from itc.verifiers.arithmetic import ArithmeticCheck
@@ -58,6 +67,13 @@ BUILTIN_COMPONENTS: tuple[type[Component], ...] = (
     AStar,
     BeamSearch,
     DVTS,
+    Critic,
+    Ranker,
+    Fuser,
+    Verify,
+    Refine,
+    Ensemble,
+    UnitTestFilter,
     LLMJudge,
     PartialProbe,
     StepJudge,
@@ -304,6 +320,17 @@ class PipelineConfig(BaseModel):
             return self.output
         graph = self.graph()
         return next(n for n in graph if graph.out_degree(n) == 0)
+
+    def worst_case(self) -> CostBound | None:
+        """The most one problem may cost before any call, summed over the nodes (None when
+        a node's cost is unbounded or unknown). A node's graph inputs are bounded by what
+        its parents may return."""
+        graph = self.graph()
+        bounds = []
+        for name, node in self.nodes.items():
+            passed = [self.nodes[p].max_outputs() for p in graph.predecessors(name)]
+            bounds.append(node.worst_case(None if None in passed else sum(passed)))
+        return total(*bounds)
 
     @classmethod
     def single(cls, node: Strategy, name: str = "pipeline", **fields: Any) -> PipelineConfig:

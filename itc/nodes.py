@@ -41,17 +41,43 @@ class Component(BaseModel):
     """Fields a minimal dump keeps even at their default value."""
 
 
+PARENT = "from"
+"""The metadata key of a graph input naming the parent node that passed it in."""
+
+
 class Strategy(Component):
+    """A node: `run(ctx, inputs)` returns candidates, best first.
+
+    Graph `inputs` arrive as one list, parent by parent in `inputs` order, each candidate
+    marked by the planner with the parent that passed it (`metadata["from"]`). A node that
+    combines several parents (a fuser over answers and their critiques) takes the list apart
+    again with `by_parent`; every other node reads it flat, as before.
+    """
+
     kind: ClassVar[str] = "strategy"
 
     inputs: tuple[str, ...] = ()
     """Names of parent nodes in a pipeline graph (top-level nodes only)."""
+
+    def by_parent(self, inputs: Sequence[Candidate]) -> dict[str, list[Candidate]]:
+        """The inputs grouped by the parent that passed them, in `inputs` order (a parent
+        that passed nothing has an empty group). Candidates with no mark, given to a node run
+        directly rather than by the planner, form the group ""."""
+        groups: dict[str, list[Candidate]] = {name: [] for name in self.inputs}
+        for candidate in inputs:
+            groups.setdefault(str(candidate.metadata.get(PARENT, "")), []).append(candidate)
+        return groups
 
     async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:
         raise NotImplementedError
 
     def max_outputs(self) -> int | None:
         """Upper bound on how many candidates one run returns, if known (for early stops)."""
+        return None
+
+    def worst_case(self, inputs: int | None = 0) -> CostBound | None:
+        """The most one run may spend on a problem, known before any call (None: unbounded
+        or unknown); `inputs` bounds how many candidates its graph inputs bring."""
         return None
 
     def wants_input_logprobs(self) -> bool:
@@ -85,6 +111,41 @@ class Aggregator(Strategy):
         return self
 
 
+class CostBound(BaseModel):
+    """An upper bound on what a node may spend on one problem, known before any call: what
+    `Budget.completion_tokens`, `calls` and `reward_calls` limit. Prompt tokens are left out
+    (they depend on the problem and on what was generated before; the budgets a search sets
+    bind generated tokens). Each request counts once: a backend's retries of a failed
+    attempt add calls the runtime's hard budget still binds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    completion_tokens: int = Field(default=0, ge=0, description="Generated tokens.")
+    calls: int = Field(default=0, ge=0, description="Requests, reward-model ones included.")
+    reward_calls: int = Field(default=0, ge=0, description="Requests to a reward model.")
+
+    def __add__(self, other: CostBound) -> CostBound:
+        return CostBound(
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            calls=self.calls + other.calls,
+            reward_calls=self.reward_calls + other.reward_calls,
+        )
+
+    def __mul__(self, times: int) -> CostBound:
+        return CostBound(
+            completion_tokens=self.completion_tokens * times,
+            calls=self.calls * times,
+            reward_calls=self.reward_calls * times,
+        )
+
+
+def total(*bounds: CostBound | None) -> CostBound | None:
+    """The sum of the bounds, or None when any of them is unbounded."""
+    if any(b is None for b in bounds):
+        return None
+    return sum((b for b in bounds if b is not None), CostBound())
+
+
 def check_template(template: str, allowed: Iterable[str]) -> str:
     """A `str.format` template using only the allowed placeholders, checked at load time."""
     allowed = set(allowed)
@@ -116,6 +177,11 @@ class Scorer(Component):
 
     async def score(self, ctx: NodeContext, candidates: list[Candidate]) -> list[float]:
         raise NotImplementedError
+
+    def worst_case(self, candidates: int | None) -> CostBound | None:
+        """The most scoring `candidates` candidates may spend (None: how many is unknown, or
+        the cost is); a free scorer costs nothing however many there are."""
+        return None
 
 
 Aggregate = Literal["min", "mean", "last", "product"]
@@ -151,6 +217,16 @@ class StepScorer(Scorer):
     async def score_steps(self, ctx: NodeContext, prefixes: list[Partial]) -> list[float]:
         """The reward in [0, 1] of each prefix's last step, given the steps before it."""
         raise NotImplementedError
+
+    def worst_case_steps(self, steps: int) -> CostBound | None:
+        """The most rewarding `steps` new steps may spend (None: unknown)."""
+        return None
+
+    def worst_case(self, candidates: int | None) -> CostBound | None:
+        # A whole solution's steps are not counted before it is written: bounded only when
+        # rewarding a step is free.
+        free = self.worst_case_steps(1)
+        return free if free == CostBound() else None
 
     def prefix_score(self, partial: Partial) -> float:
         return fold(partial.rewards, self.aggregate)
@@ -223,6 +299,11 @@ class Answer(Component):
             for name, field in type(self).model_fields.items()
         )
         return self.type if defaults else handler(self)
+
+
+def from_parent(candidate: Candidate, parent: str) -> Candidate:
+    """The candidate marked as passed in by the graph node `parent` (see `Strategy`)."""
+    return candidate.model_copy(update={"metadata": {**candidate.metadata, PARENT: parent}})
 
 
 StrategyNode = SerializeAsAny[Strategy]

@@ -14,6 +14,7 @@ import networkx as nx
 from pydantic import BaseModel, Field
 
 from itc.config import PipelineConfig
+from itc.nodes import from_parent
 from itc.runtime.budget import BudgetExhausted, Ledger
 from itc.runtime.context import NodeContext, Runtime
 from itc.runtime.trace import Trace
@@ -81,8 +82,10 @@ class Planner:
         outputs: dict[str, asyncio.Task[list[Candidate]]] = {}
 
         async def run_node(name: str) -> list[Candidate]:
-            parents = [outputs[p] for p in graph.predecessors(name)]
-            inputs = [c for batch in await asyncio.gather(*parents) for c in batch]
+            parents = list(graph.predecessors(name))
+            batches = await asyncio.gather(*(outputs[p] for p in parents))
+            # Each input says which parent passed it, so a node can group them (by_parent).
+            inputs = [from_parent(c, p) for p, b in zip(parents, batches, strict=True) for c in b]
             wants = any(pipeline.nodes[c].wants_input_logprobs() for c in graph.successors(name))
             return await pipeline.nodes[name].run(root.child(name, wants_logprobs=wants), inputs)
 

@@ -19,6 +19,13 @@ _EXPORTS = {
     "AStar": "itc.strategies.a_star",
     "BeamSearch": "itc.strategies.beam_search",
     "DVTS": "itc.strategies.dvts",
+    "Critic": "itc.strategies.critic",
+    "Ranker": "itc.strategies.ranker",
+    "Fuser": "itc.strategies.fuser",
+    "Verify": "itc.strategies.verify_filter",
+    "Refine": "itc.strategies.refine",
+    "Ensemble": "itc.strategies.ensemble",
+    "UnitTestFilter": "itc.strategies.unit_tests",
 }
 __all__ = [
     "DVTS",
@@ -26,13 +33,20 @@ __all__ = [
     "AStar",
     "BeamSearch",
     "BestOfN",
+    "Critic",
     "EarlyPruning",
     "EarlyStop",
+    "Ensemble",
+    "Fuser",
     "Generate",
     "ParticleFiltering",
+    "Ranker",
+    "Refine",
     "SelfConsistency",
     "StepSearch",
     "Strategy",
+    "UnitTestFilter",
+    "Verify",
 ]
 
 if TYPE_CHECKING:
@@ -40,12 +54,19 @@ if TYPE_CHECKING:
     from itc.strategies.a_star import AStar
     from itc.strategies.beam_search import BeamSearch
     from itc.strategies.best_of_n import BestOfN
+    from itc.strategies.critic import Critic
     from itc.strategies.dvts import DVTS
     from itc.strategies.early_pruning import EarlyPruning
+    from itc.strategies.ensemble import Ensemble
+    from itc.strategies.fuser import Fuser
     from itc.strategies.generate import Generate
     from itc.strategies.particle_filtering import ParticleFiltering
+    from itc.strategies.ranker import Ranker
+    from itc.strategies.refine import Refine
     from itc.strategies.rpc import RPC
     from itc.strategies.self_consistency import EarlyStop, SelfConsistency
     from itc.strategies.stepwise import StepSearch
+    from itc.strategies.unit_tests import UnitTestFilter
+    from itc.strategies.verify_filter import Verify
 else:
     __getattr__ = lazy_exports("itc.strategies", _EXPORTS)

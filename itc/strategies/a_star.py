@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from itc.nodes import CostBound
 from itc.runtime.context import NodeContext
 from itc.runtime.steps import Partial
 from itc.strategies.stepwise import StepSearch
@@ -83,6 +84,10 @@ class AStar(StepSearch):
 
     def max_outputs(self) -> int | None:
         return 1
+
+    def worst_case(self, inputs: int | None = 0) -> CostBound | None:
+        # Each expansion is one request for `expand` children; refused ones are not counted.
+        return self.searched(self.max_expansions * self.expand, self.max_expansions)
 
     def g(self, partial: Partial) -> float:
         """The path cost of a partial, from the prefix scores of its scored steps."""

@@ -9,6 +9,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 
+from itc.nodes import CostBound
 from itc.runtime.context import NodeContext
 from itc.runtime.steps import Partial
 from itc.strategies.stepwise import StepSearch
@@ -53,6 +54,12 @@ class WidthAndExpansion(StepSearch):
     def _divisible(self) -> Self:
         kept_per_round(self.beams, self.expand)
         return self
+
+    def worst_case(self, inputs: int | None = 0) -> CostBound | None:
+        # N steps a round: the root's N in one request, then one request per kept partial;
+        # a partial has at most `max_steps` steps, so there are at most that many rounds.
+        rounds = self.step.max_steps
+        return self.searched(rounds * self.beams, 1 + (rounds - 1) * (self.beams // self.expand))
 
 
 class BeamSearch(WidthAndExpansion):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from itc.nodes import Aggregator, ScorerNode, StrategyNode
+from itc.nodes import Aggregator, CostBound, ScorerNode, StrategyNode, total
 from itc.runtime.budget import BudgetExhausted
 from itc.runtime.context import NodeContext
 from itc.strategies.generate import Generate
@@ -29,6 +29,13 @@ class BestOfN(Aggregator):
 
     def max_outputs(self) -> int:
         return self.keep
+
+    def worst_case(self, inputs: int | None = 0) -> CostBound | None:
+        if self.inner is None:
+            return self.scorer.worst_case(inputs)
+        proposed = self.inner.max_outputs()
+        scored = None if inputs is None or proposed is None else inputs + proposed
+        return total(self.inner.worst_case(), self.scorer.worst_case(scored))
 
     def wants_input_logprobs(self) -> bool:
         return self.scorer.needs_token_logprobs

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from itc.backends.base import BackendError, Choice, GenerationRequest, GenerationResult
-from itc.nodes import AnswerNode, ScorerNode, Strategy, check_template
+from itc.nodes import AnswerNode, CostBound, ScorerNode, Strategy, check_template, total
 from itc.runtime.budget import BudgetExhausted
 from itc.runtime.context import NodeContext
 from itc.strategies.generate import Generate, sampled
@@ -69,6 +69,17 @@ class EarlyPruning(Strategy):
 
     def max_outputs(self) -> int:
         return self.samples
+
+    def worst_case(self, inputs: int | None = 0) -> CostBound | None:
+        # A continued sample takes at most `max_tokens` in all, start included.
+        rest = self.continued * (self.max_tokens - self.prefix_tokens)
+        sampling = CostBound(
+            completion_tokens=self.samples * self.prefix_tokens + rest, calls=1 + self.continued
+        )
+        # Probes score the open starts (when more than are continued); `best` then scores
+        # the finished starts and the continued ones: samples + continued in all, at most.
+        scored = self.samples + self.continued if self.select == "best" else self.samples
+        return total(sampling, self.scorer.worst_case(scored))
 
     @property
     def continued(self) -> int:

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from itc.backends.base import GenerationRequest, GenerationResult
-from itc.nodes import Strategy, check_template
+from itc.nodes import CostBound, Strategy, check_template
 from itc.runtime.context import NodeContext
 from itc.types import Candidate, Message, Problem
 
@@ -69,6 +69,9 @@ class Generate(Strategy):
 
     def max_outputs(self) -> int:
         return self.n
+
+    def worst_case(self, inputs: int | None = 0) -> CostBound:
+        return CostBound(completion_tokens=self.n * self.max_tokens, calls=1)
 
     def request(self, ctx: NodeContext, logprobs: bool = False) -> GenerationRequest:
         """The one request for all `n` samples; `logprobs` asks for token logprobs even when

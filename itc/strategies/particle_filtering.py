@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from itc.nodes import CostBound
 from itc.runtime.context import NodeContext
 from itc.runtime.steps import Partial
 from itc.strategies.stepwise import StepSearch
@@ -94,6 +95,14 @@ class ParticleFiltering(StepSearch):
 
     def wants_input_logprobs(self) -> bool:
         return False
+
+    def worst_case(self, inputs: int | None = 0) -> CostBound | None:
+        # A round steps every particle (the first all in one request) but a later
+        # iteration's reference; a particle has at most `max_steps` steps, so a pass has at
+        # most that many rounds.
+        rounds, n, later = self.step.max_steps, self.particles, self.iterations - 1
+        steps = rounds * (n + later * (n - 1))
+        return self.searched(steps, 1 + (rounds - 1) * n + later * (1 + (rounds - 1) * (n - 1)))
 
     async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:
         rng = random.Random(ctx.seed_for(self.seed))

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from itc.nodes import Aggregator, AnswerNode, StrategyNode
+from itc.nodes import Aggregator, AnswerNode, CostBound, StrategyNode
 from itc.runtime.budget import BudgetExhausted
 from itc.runtime.context import NodeContext
 from itc.strategies.generate import Generate
@@ -175,6 +175,9 @@ class RPC(Aggregator):
 
     def wants_input_logprobs(self) -> bool:
         return True
+
+    def worst_case(self, inputs: int | None = 0) -> CostBound | None:
+        return CostBound() if self.inner is None else self.inner.worst_case()
 
     async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:
         paths = list(inputs)

@@ -8,7 +8,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from itc.nodes import Aggregator, AnswerNode, ScorerNode, Strategy, StrategyNode
+from itc.nodes import (
+    Aggregator,
+    AnswerNode,
+    CostBound,
+    ScorerNode,
+    Strategy,
+    StrategyNode,
+    total,
+)
 from itc.runtime.budget import BudgetExhausted
 from itc.runtime.context import NodeContext
 from itc.strategies.generate import Generate
@@ -90,6 +98,15 @@ class SelfConsistency(Aggregator):
 
     def max_outputs(self) -> int | None:
         return None
+
+    def worst_case(self, inputs: int | None = 0) -> CostBound | None:
+        runs, repeats, voters = CostBound(), 0, inputs
+        if self.inner is not None:
+            inner, repeats = self.runs()
+            runs, per_run = inner.worst_case(), inner.max_outputs()
+            voters = None if voters is None or per_run is None else voters + repeats * per_run
+        scoring = CostBound() if self.scorer is None else self.scorer.worst_case(voters)
+        return total(None if runs is None else runs * repeats, scoring)
 
     def wants_input_logprobs(self) -> bool:
         return self.scorer is not None and self.scorer.needs_token_logprobs

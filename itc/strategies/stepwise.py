@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from itc.nodes import AnswerNode, StepScorerNode, Strategy, check_template
+from itc.nodes import AnswerNode, CostBound, StepScorerNode, Strategy, check_template, total
 from itc.runtime.budget import BudgetExhausted
 from itc.runtime.context import NodeContext
 from itc.runtime.steps import Partial, StepConfig, extend
@@ -49,6 +49,12 @@ class StepSearch(Strategy):
     @classmethod
     def _question_only(cls, template: str) -> str:
         return check_template(template, {"question"})
+
+    def searched(self, steps: int, calls: int) -> CostBound | None:
+        """The worst case of a search that samples at most `steps` steps in `calls`
+        requests, each step rewarded once."""
+        sampling = CostBound(completion_tokens=steps * self.step.max_tokens, calls=calls)
+        return total(sampling, self.reward.worst_case_steps(steps))
 
     def root(self, ctx: NodeContext) -> Partial:
         return Partial(messages=render_messages(ctx.problem, self.template, self.system))

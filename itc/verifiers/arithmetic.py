@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from itc.nodes import StepScorer, fold
+from itc.nodes import CostBound, StepScorer, fold
 from itc.runtime.context import NodeContext
 from itc.runtime.steps import Partial
 from itc.types import Candidate
@@ -214,6 +214,9 @@ class ArithmeticCheck(StepScorer):
 
     async def score_steps(self, ctx: NodeContext, prefixes: list[Partial]) -> list[float]:
         return [self.step_reward(p.steps[-1]) if p.steps else self.neutral for p in prefixes]
+
+    def worst_case_steps(self, steps: int) -> CostBound:
+        return CostBound()
 
     async def score(self, ctx: NodeContext, candidates: list[Candidate]) -> list[float]:
         return [self.score_text(c.text) for c in candidates]

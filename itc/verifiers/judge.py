@@ -10,7 +10,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from itc.backends.base import GenerationRequest, GenerationResult, StructuredOutputs
-from itc.nodes import Scorer, StepScorer, check_template
+from itc.nodes import CostBound, Scorer, StepScorer, check_template
 from itc.runtime.context import NodeContext
 from itc.runtime.steps import Partial
 from itc.types import Candidate, Message
@@ -67,6 +67,13 @@ async def _verdicts(ctx: NodeContext, requests: list[GenerationRequest]) -> list
     return [_verdict(r) for r in await asyncio.gather(*(ctx.generate(q) for q in requests))]
 
 
+def _verdicts_cost(count: int | None) -> CostBound | None:
+    """The worst case of `count` verdicts: one reward call and one token each."""
+    if count is None:
+        return None
+    return CostBound(completion_tokens=count, calls=count, reward_calls=count)
+
+
 class LLMJudge(Scorer):
     """Asks the served model whether each candidate is correct: one token, read as P(Yes).
 
@@ -100,6 +107,9 @@ class LLMJudge(Scorer):
 
     async def score(self, ctx: NodeContext, candidates: list[Candidate]) -> list[float]:
         return await _verdicts(ctx, [self.request(ctx, c) for c in candidates])
+
+    def worst_case(self, candidates: int | None) -> CostBound | None:
+        return _verdicts_cost(candidates)
 
 
 PROBE = (
@@ -136,6 +146,9 @@ class PartialProbe(Scorer):
 
     async def score(self, ctx: NodeContext, candidates: list[Candidate]) -> list[float]:
         return await _verdicts(ctx, [self.request(ctx, c) for c in candidates])
+
+    def worst_case(self, candidates: int | None) -> CostBound | None:
+        return _verdicts_cost(candidates)
 
 
 STEP_TEMPLATE = (
@@ -189,3 +202,6 @@ class StepJudge(StepScorer):
                 raise outcome  # after every call settled: a refusal leaves no call running
             rewards.append(_verdict(outcome))
         return rewards
+
+    def worst_case_steps(self, steps: int) -> CostBound | None:
+        return _verdicts_cost(steps)

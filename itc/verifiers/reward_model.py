@@ -15,7 +15,7 @@ from typing import ClassVar, Literal, TypeVar
 from pydantic import Field, field_validator
 
 from itc.backends.base import BackendError, PoolingRequest, PoolingResult, PoolingTask
-from itc.nodes import Scorer, StepScorer, check_template
+from itc.nodes import CostBound, Scorer, StepScorer, check_template
 from itc.runtime.context import NodeContext
 from itc.runtime.steps import Partial
 from itc.types import Candidate, Message
@@ -138,6 +138,11 @@ class ProcessRewardModel(StepScorer):
         expected = 1 if self.whole_prefix else len(prefix.steps)
         return _positives(result, expected, self.positive, self.backend, "/pooling")
 
+    def worst_case_steps(self, steps: int) -> CostBound | None:
+        # At most one pooling call per step (a partial's steps scored together share one);
+        # the reward model generates nothing.
+        return CostBound(calls=steps, reward_calls=steps)
+
 
 class OutcomeRewardModel(Scorer):
     """An outcome reward model on the runtime's backend `backend`, through `/classify`: a
@@ -170,6 +175,9 @@ class OutcomeRewardModel(Scorer):
             return _positives(result, 1, self.positive, self.backend, "/classify")[0]
 
         return await _settled(classify(c) for c in candidates)
+
+    def worst_case(self, candidates: int | None) -> CostBound | None:
+        return None if candidates is None else CostBound(calls=candidates, reward_calls=candidates)
 
 
 async def _settled(calls: Iterable[Awaitable[T]]) -> list[T]:

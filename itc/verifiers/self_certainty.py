@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from itc.nodes import Aggregate, Scorer, StepScorer
+from itc.nodes import Aggregate, CostBound, Scorer, StepScorer
 from itc.runtime.context import NodeContext
 from itc.runtime.steps import Partial
 from itc.types import Candidate
@@ -23,6 +23,9 @@ class SelfCertainty(Scorer):
         return [
             0.0 if c.mean_logprob is None else math.exp(c.mean_logprob) for c in candidates
         ]
+
+    def worst_case(self, candidates: int | None) -> CostBound:
+        return CostBound()
 
 
 class StepCertainty(StepScorer):
@@ -40,6 +43,9 @@ class StepCertainty(StepScorer):
             else 0.5
             for p in prefixes
         ]
+
+    def worst_case_steps(self, steps: int) -> CostBound:
+        return CostBound()
 
     async def score(self, ctx: NodeContext, candidates: list[Candidate]) -> list[float]:
         return await SelfCertainty().score(ctx, candidates)
