@@ -382,6 +382,19 @@ async def test_verify_under_a_reward_budget_uses_only_the_verdicts_it_got() -> N
     assert all(c.metadata["verify"].startswith("unverified: calls budget") for c in kept)
 
 
+async def test_verify_asks_as_its_judge_configured_under_judge() -> None:
+    node = PipelineConfig.from_yaml(
+        "type: verify\njudge: {type: llm_judge, system: Be strict., top_logprobs: 5,"
+        " template: 'Is this right? {solution}'}"
+    ).nodes["main"]
+    assert isinstance(node, Verify) and node.judge.top_logprobs == 5
+    backend = Peak(answers("Yes"))
+    await node.run(context(backend), _candidates("alpha"))
+    [request] = backend.requests
+    assert request == node.judge.request(context(backend), _candidates("alpha")[0])
+    assert [m.content for m in request.messages or ()] == ["Be strict.", "Is this right? alpha"]
+
+
 # --- refine -------------------------------------------------------------------------------
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from itc.backends.base import GenerationRequest, GenerationResult
-from itc.nodes import CostBound, Strategy, check_template
+from itc.nodes import CostBound
 from itc.runtime.budget import BudgetExhausted
 from itc.runtime.context import NodeContext
-from itc.types import Candidate, Message
+from itc.strategies.prompting import Writer
+from itc.types import Candidate
 
 CRITIQUE = "critique"
 """The metadata key a candidate's critique travels under (fusers and rankers read it)."""
@@ -35,7 +36,7 @@ async def settled(
     return outcomes  # type: ignore[return-value]
 
 
-class Critic(Strategy):
+class Critic(Writer):
     """One review per input candidate, all sent together; the candidates go on unchanged
     (same id, same text) with the review in `metadata["critique"]`.
 
@@ -45,23 +46,12 @@ class Critic(Strategy):
     """
 
     type: Literal["critic"] = "critic"
+    placeholders: ClassVar[tuple[str, ...]] = ("question", "solution")
     template: str = Field(
         default=TEMPLATE, description="The request for a review: {question}, {solution}."
     )
-    system: str | None = Field(default=None, description="A system message for the critic.")
     max_tokens: int = Field(default=256, ge=1, description="Most tokens one review may take.")
     temperature: float = Field(default=0.0, ge=0.0, description="Sampling temperature.")
-    seed: int | None = Field(
-        default=0, description="Base seed; each rollout gets its own (null: unseeded, uncached)."
-    )
-    max_solution_chars: int = Field(
-        default=4000, ge=100, description="Only the end of a longer candidate is shown."
-    )
-
-    @field_validator("template")
-    @classmethod
-    def _question_and_solution(cls, template: str) -> str:
-        return check_template(template, {"question", "solution"})
 
     def worst_case(self, inputs: int | None = 0) -> CostBound | None:
         if inputs is None:
@@ -69,16 +59,8 @@ class Critic(Strategy):
         return CostBound(completion_tokens=inputs * self.max_tokens, calls=inputs)
 
     def request(self, ctx: NodeContext, candidate: Candidate) -> GenerationRequest:
-        prompt = self.template.format(
-            question=ctx.problem.question, solution=candidate.text[-self.max_solution_chars :]
-        )
-        user = Message(role="user", content=prompt)
-        messages = (Message(role="system", content=self.system), user) if self.system else (user,)
-        return GenerationRequest(
-            messages=messages,
-            max_tokens=self.max_tokens,
-            temperature=self.temperature,
-            seed=ctx.seed_for(self.seed),
+        return self.sample(
+            ctx, self.messages(question=ctx.problem.question, solution=self.shown(candidate))
         )
 
     async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from itc.backends.base import GenerationRequest
-from itc.nodes import CostBound, Strategy, check_template
+from itc.nodes import CostBound
 from itc.runtime.budget import BudgetExhausted
 from itc.runtime.context import NodeContext
 from itc.strategies.critic import CRITIQUE
 from itc.strategies.generate import sampled
-from itc.types import Candidate, Message
+from itc.strategies.prompting import Writer
+from itc.types import Candidate
 
 TEMPLATE = (
     "Question:\n{question}\n\nHere are candidate responses to the question, some with a "
@@ -21,7 +22,7 @@ TEMPLATE = (
 )
 
 
-class Fuser(Strategy):
+class Fuser(Writer):
     """`n` new candidates synthesised from its inputs (best first, at most `max_candidates`),
     each shown with its critique when it has one; `lineage` lists the fused candidates.
 
@@ -36,15 +37,10 @@ class Fuser(Strategy):
     """
 
     type: Literal["fuser"] = "fuser"
+    placeholders: ClassVar[tuple[str, ...]] = ("question", "responses")
     n: int = Field(default=1, ge=1, le=64, description="Fused candidates, sent as one request.")
     template: str = Field(
         default=TEMPLATE, description="The request: {question}, {responses} (numbered)."
-    )
-    system: str | None = Field(default=None, description="A system message put first.")
-    temperature: float = Field(default=0.7, ge=0.0, description="Sampling temperature.")
-    max_tokens: int = Field(default=512, ge=1, description="Most tokens one fused answer may take.")
-    seed: int | None = Field(
-        default=0, description="Base seed; each rollout gets its own (null: unseeded, uncached)."
     )
     use_critiques: bool = Field(default=True, description="Show each response's critique.")
     critiques_from: tuple[str, ...] = Field(
@@ -57,11 +53,6 @@ class Fuser(Strategy):
     max_critique_chars: int = Field(
         default=1000, ge=50, description="Only the start of a longer critique is shown."
     )
-
-    @field_validator("template")
-    @classmethod
-    def _placeholders(cls, template: str) -> str:
-        return check_template(template, {"question", "responses"})
 
     @model_validator(mode="after")
     def _critique_parents_are_inputs(self) -> Fuser:
@@ -96,21 +87,12 @@ class Fuser(Strategy):
     ) -> GenerationRequest:
         blocks = []
         for i, (c, critique) in enumerate(responses, 1):
-            block = f"Response {i}:\n{c.text[-self.max_solution_chars :].strip()}"
+            block = f"Response {i}:\n{self.shown(c).strip()}"
             if critique:
                 block += f"\n\nReview of response {i}:\n{critique[: self.max_critique_chars]}"
             blocks.append(block)
-        prompt = self.template.format(question=ctx.problem.question, responses="\n\n".join(blocks))
-        user = Message(role="user", content=prompt)
-        messages = (Message(role="system", content=self.system), user) if self.system else (user,)
-        return GenerationRequest(
-            messages=messages,
-            n=self.n,
-            temperature=self.temperature,
-            max_tokens=self.max_tokens,
-            seed=ctx.seed_for(self.seed),
-            logprobs=ctx.wants_logprobs,
-        )
+        messages = self.messages(question=ctx.problem.question, responses="\n\n".join(blocks))
+        return self.sample(ctx, messages, n=self.n, logprobs=ctx.wants_logprobs)
 
     async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:
         responses = self.responses(inputs)

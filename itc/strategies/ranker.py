@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from itc.backends.base import GenerationRequest, StructuredOutputs
-from itc.nodes import CostBound, ScorerNode, Strategy, check_template
+from itc.nodes import CostBound, ScorerNode
 from itc.runtime.budget import BudgetExhausted
 from itc.runtime.context import NodeContext
 from itc.strategies.critic import CRITIQUE
-from itc.types import Candidate, Message
+from itc.strategies.prompting import Prompted
+from itc.types import Candidate
 
 TEMPLATE = (
     "Question:\n{question}\n\n{responses}\n\n"
@@ -80,7 +81,7 @@ def _reply_tokens(n: int) -> int:
     return 16 + 6 * n
 
 
-class Ranker(Strategy):
+class Ranker(Prompted):
     """Orders its inputs and keeps the best `keep`.
 
     Listwise (no `scorer`): one greedy call shows the question, then the responses numbered
@@ -96,6 +97,7 @@ class Ranker(Strategy):
     """
 
     type: Literal["ranker"] = "ranker"
+    placeholders: ClassVar[tuple[str, ...]] = ("question", "responses", "count")
     keep: int = Field(default=1, ge=1, description="How many of the best to pass on.")
     scorer: ScorerNode | None = Field(
         default=None, description="Rank by this scorer's scores instead of one listwise call."
@@ -104,7 +106,6 @@ class Ranker(Strategy):
         default=TEMPLATE,
         description="The listwise request: {question}, {responses} (numbered), {count}.",
     )
-    system: str | None = Field(default=None, description="A system message for the ranker.")
     constraint: Literal["grammar", "regex"] = Field(
         default="grammar",
         description="grammar: only permutations decode; regex: the JSON shape (then repaired).",
@@ -118,11 +119,6 @@ class Ranker(Strategy):
     max_solution_chars: int = Field(
         default=1500, ge=100, description="Only the end of a longer candidate is shown."
     )
-
-    @field_validator("template")
-    @classmethod
-    def _placeholders(cls, template: str) -> str:
-        return check_template(template, {"question", "responses", "count"})
 
     def max_outputs(self) -> int:
         return self.keep
@@ -142,15 +138,13 @@ class Ranker(Strategy):
         n = len(candidates)
         blocks = []
         for i, c in enumerate(candidates, 1):
-            block = f"[{i}]\n{c.text[-self.max_solution_chars :].strip()}"
+            block = f"[{i}]\n{self.shown(c).strip()}"
             if self.show_critiques and c.metadata.get(CRITIQUE):
                 block += f"\n\nCritique of [{i}]:\n{c.metadata[CRITIQUE]}"
             blocks.append(block)
-        prompt = self.template.format(
+        messages = self.messages(
             question=ctx.problem.question, responses="\n\n".join(blocks), count=n
         )
-        user = Message(role="user", content=prompt)
-        messages = (Message(role="system", content=self.system), user) if self.system else (user,)
         constraint = (
             StructuredOutputs(grammar=permutation_grammar(n))
             if self.constraint == "grammar"

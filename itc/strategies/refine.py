@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from itc.backends.base import GenerationRequest
-from itc.nodes import CostBound, ScorerNode, Strategy, check_template, total
+from itc.nodes import CostBound, ScorerNode, total
 from itc.runtime.budget import BudgetExhausted
 from itc.runtime.context import NodeContext
 from itc.strategies.critic import Critic
 from itc.strategies.generate import sampled
-from itc.types import Candidate, Message
+from itc.strategies.prompting import Writer
+from itc.types import Candidate
 
 TEMPLATE = (
     "Question:\n{question}\n\nA response to it:\n{solution}\n\nA review of that response:\n"
@@ -22,7 +23,7 @@ TEMPLATE = (
 )
 
 
-class Refine(Strategy):
+class Refine(Writer):
     """Each input in turn is reviewed by `critic` and revised, at most `max_rounds` times;
     inputs are refined concurrently, each round after the last.
 
@@ -35,11 +36,11 @@ class Refine(Strategy):
     """
 
     type: Literal["refine"] = "refine"
+    placeholders: ClassVar[tuple[str, ...]] = ("question", "solution", "critique")
     critic: Critic = Field(default=Critic(), description="Writes each round's review.")
     template: str = Field(
         default=TEMPLATE, description="The revision request: {question}, {solution}, {critique}."
     )
-    system: str | None = Field(default=None, description="A system message for revisions.")
     max_rounds: int = Field(default=2, ge=1, le=8, description="Most critique-revise rounds.")
     scorer: ScorerNode | None = Field(
         default=None, description="Scores each version (none: keep the latest revision)."
@@ -47,19 +48,6 @@ class Refine(Strategy):
     threshold: float = Field(
         default=0.9, ge=0.0, le=1.0, description="Stop once a version scores at least this."
     )
-    temperature: float = Field(default=0.7, ge=0.0, description="Sampling temperature.")
-    max_tokens: int = Field(default=512, ge=1, description="Most tokens one revision may take.")
-    seed: int | None = Field(
-        default=0, description="Base seed; each rollout gets its own (null: unseeded, uncached)."
-    )
-    max_solution_chars: int = Field(
-        default=4000, ge=100, description="Only the end of a longer response is shown."
-    )
-
-    @field_validator("template")
-    @classmethod
-    def _placeholders(cls, template: str) -> str:
-        return check_template(template, {"question", "solution", "critique"})
 
     def wants_input_logprobs(self) -> bool:
         return self.scorer is not None and self.scorer.needs_token_logprobs
@@ -74,20 +62,11 @@ class Refine(Strategy):
         return None if one is None else one * inputs
 
     def request(self, ctx: NodeContext, candidate: Candidate, critique: str) -> GenerationRequest:
-        prompt = self.template.format(
-            question=ctx.problem.question,
-            solution=candidate.text[-self.max_solution_chars :],
-            critique=critique,
+        messages = self.messages(
+            question=ctx.problem.question, solution=self.shown(candidate), critique=critique
         )
-        user = Message(role="user", content=prompt)
-        messages = (Message(role="system", content=self.system), user) if self.system else (user,)
-        return GenerationRequest(
-            messages=messages,
-            temperature=self.temperature,
-            max_tokens=self.max_tokens,
-            seed=ctx.seed_for(self.seed),
-            logprobs=ctx.wants_logprobs or self.wants_input_logprobs(),
-        )
+        logprobs = ctx.wants_logprobs or self.wants_input_logprobs()
+        return self.sample(ctx, messages, logprobs=logprobs)
 
     async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:
         refined = await asyncio.gather(*(self._refine(ctx, c) for c in inputs))
