@@ -401,6 +401,117 @@ def bench(
         raise typer.Exit(code=1)
 
 
+@app.command(name="search")
+def search_command(
+    space: Annotated[Path, typer.Argument(help="Search space YAML (see examples/search/).")],
+    dataset: Annotated[
+        str, typer.Option(help="As for bench: a registered dataset or a .jsonl/.json path.")
+    ] = "gsm8k",
+    budget: Annotated[
+        int, typer.Option(min=1, help="Generated tokens a problem: a hard limit and a constraint.")
+    ] = 2000,
+    trials: Annotated[
+        int, typer.Option(min=1, help="Trials in the study, all workers together.")
+    ] = 20,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="The full set: the first N problems.")
+    ] = None,
+    difficulty: Annotated[int | None, typer.Option(help="synthetic: 1..5.")] = None,
+    count: Annotated[int | None, typer.Option(help="synthetic: how many problems.")] = None,
+    sample: Annotated[
+        int, typer.Option(min=1, help="Problems each trial is scored on (the first N).")
+    ] = 20,
+    objectives: Annotated[
+        str, typer.Option(help="accuracy (TPE), or accuracy,tokens (NSGA-II: a Pareto front).")
+    ] = "accuracy",
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna storage: an RDB URL or journal:PATH "
+                     "(default sqlite:///OUTPUT_DIR/study.db)."),
+    ] = None,
+    study_name: Annotated[
+        str | None, typer.Option(help="Default: SPACE-NAME-DATASET-BUDGET.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Trials evaluated at once.")] = 2,
+    top: Annotated[
+        int, typer.Option(min=0, help="Best trials (or front members) rerun on the full set.")
+    ] = 3,
+    seed: Annotated[int, typer.Option(help="Sampler seed (give each worker its own).")] = 0,
+    stale_after: Annotated[
+        float,
+        typer.Option(min=0.1, help="Seconds without a heartbeat before another worker's "
+                     "running trial counts as lost (failed, and its parameters retried)."),
+    ] = 60.0,
+    base_url: BaseUrl = None,
+    model: Model = None,
+    api_key: ApiKey = None,
+    max_model_len: MaxModelLen = None,
+    output_dir: Annotated[
+        Path, typer.Option(help="best.yaml, front.md/png, trials.csv, the study.")
+    ] = Path("search"),
+    max_in_flight: Annotated[int, typer.Option(min=1, help="Max requests in flight.")] = 32,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="Response cache shared by the trials (default OUTPUT_DIR/cache.db)."),
+    ] = None,
+) -> None:
+    """Search a space of pipelines with Optuna under a per-problem token budget.
+
+    Rerunning the same command (or running several at once on one --storage) resumes and
+    shares the study.
+    """
+    from itc.backends.cache import CachedBackend
+    from itc.backends.connect import connect
+    from itc.bench.datasets import load_dataset
+    from itc.search.space import load_space
+    from itc.search.study import SearchError, search
+
+    if objectives not in ("accuracy", "accuracy,tokens"):
+        raise _fail(f"--objectives {objectives}: expected accuracy or accuracy,tokens")
+
+    def prepare():  # type: ignore[no-untyped-def]
+        options = {"difficulty": difficulty, "count": count}
+        data = load_dataset(dataset, limit, **{k: v for k, v in options.items() if v is not None})
+        if not data.problems:
+            raise DatasetError(f"dataset {dataset!r} has no problems to run")
+        return load_space(space), data
+
+    searched, data = _guard(prepare)
+    _writable_dir(output_dir, "--output-dir")
+
+    def shown(trial) -> None:  # type: ignore[no-untyped-def]
+        attrs = trial.user_attrs
+        what = attrs.get("rejected") or (
+            f"accuracy {attrs['accuracy']:.1%}, {attrs['tokens_per_problem']:.0f} tok/problem"
+            if "accuracy" in attrs else ""
+        )
+        console.print(f"trial {trial.number} {trial.state.name.lower()}: {what}", highlight=False)
+
+    async def go():  # type: ignore[no-untyped-def]
+        async with connect(
+            base_url, model, console, api_key=api_key, max_model_len=max_model_len
+        ) as backend:
+            runner = CachedBackend(backend, cache or output_dir / "cache.db")
+            return await search(
+                searched, data, runner, budget=budget, trials=trials, storage=storage,
+                study_name=study_name, concurrency=concurrency, sample_size=sample,
+                objectives=objectives, top=top, seed=seed, max_in_flight=max_in_flight,  # type: ignore[arg-type]
+                output_dir=output_dir, stale_after=stale_after, on_trial=shown,
+            )
+
+    def run_search():  # type: ignore[no-untyped-def]
+        try:
+            return asyncio.run(go())
+        except SearchError as error:
+            raise _fail(str(error)) from None
+
+    result = _guard(run_search)
+    for name, path in result.files.items():
+        console.print(f"{name}: {path}")
+    if result.best is None:
+        console.print("[yellow]no trial was feasible and evaluated: nothing to write as best.yaml")
+
+
 @app.command()
 def schema(
     output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
