@@ -35,6 +35,7 @@ from itc.nodes import (
     total,
 )
 from itc.strategies.a_star import AStar
+from itc.strategies.allocate import ComputeOptimal
 from itc.strategies.beam_search import BeamSearch
 from itc.strategies.best_of_n import BestOfN
 from itc.strategies.critic import Critic
@@ -74,6 +75,7 @@ BUILTIN_COMPONENTS: tuple[type[Component], ...] = (
     Refine,
     Ensemble,
     UnitTestFilter,
+    ComputeOptimal,
     LLMJudge,
     PartialProbe,
     StepJudge,

@@ -10,6 +10,7 @@ _EXPORTS = {
     "Strategy": "itc.nodes",
     "Generate": "itc.strategies.generate",
     "BestOfN": "itc.strategies.best_of_n",
+    "ComputeOptimal": "itc.strategies.allocate",
     "SelfConsistency": "itc.strategies.self_consistency",
     "EarlyStop": "itc.strategies.self_consistency",
     "ParticleFiltering": "itc.strategies.particle_filtering",
@@ -33,6 +34,7 @@ __all__ = [
     "AStar",
     "BeamSearch",
     "BestOfN",
+    "ComputeOptimal",
     "Critic",
     "EarlyPruning",
     "EarlyStop",
@@ -52,6 +54,7 @@ __all__ = [
 if TYPE_CHECKING:
     from itc.nodes import Strategy
     from itc.strategies.a_star import AStar
+    from itc.strategies.allocate import ComputeOptimal
     from itc.strategies.beam_search import BeamSearch
     from itc.strategies.best_of_n import BestOfN
     from itc.strategies.critic import Critic
