@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+import pytest_asyncio
 from optuna.trial import TrialState
 
 from itc.backends.scripted import ScriptedBackend
@@ -23,6 +27,7 @@ from itc.runtime.context import Runtime
 from itc.search.space import SearchSpace, parse_space
 from itc.search.study import SearchError, pareto_front, search
 from itc.types import Problem
+from itc.verifiers.math import MathGrader, math_grader_if_installed
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -32,6 +37,28 @@ DATA = Dataset(
     tuple(Problem(id=f"q{i}", prompt=f"Question {i}: what is three plus four ?", answer="7")
           for i in range(6)),
 )
+
+
+Shared = MathGrader | None
+
+
+@pytest_asyncio.fixture(scope="module")
+async def grader() -> AsyncIterator[Shared]:
+    """One math-verify pool for the module (starting one per search costs ~2 s)."""
+    async with math_grader_if_installed() as shared:
+        yield shared
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Iterator[Path]:
+    """A folder for studies, in memory where /dev/shm allows: SQLite syncs every commit, and
+    on a slow disk those syncs would take most of these tests' time."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path
+        return
+    with tempfile.TemporaryDirectory(dir=shm, prefix="itc-search-") as folder:
+        yield Path(folder)
 
 
 def space(long: int = 400) -> SearchSpace:
@@ -70,37 +97,37 @@ def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
 
 
-async def test_same_seed_same_trials() -> None:
+async def test_same_seed_same_trials(grader: Shared) -> None:
     runs = []
     for seed in (3, 3, 4):
         result = await search(space(), DATA, backend(), budget=100, trials=8, concurrency=1,
-                              sample_size=4, top=0, seed=seed, poll=0.01)
+                              sample_size=4, top=0, seed=seed, poll=0.01, grader=grader)
         runs.append([t.params for t in result.study.trials])
     assert runs[0] == runs[1]
     assert len(runs[0]) == 8
     assert runs[0] != runs[2]
 
 
-async def test_statically_infeasible_configs_make_no_calls(tmp_path: Path) -> None:
+async def test_statically_infeasible_configs_make_no_calls(scratch: Path, grader: Shared) -> None:
     only_long = parse_space({
         "name": "long", "pipeline": {"type": "generate", "max_tokens": "$mt"},
         "params": {"mt": {"values": [300, 400]}},
     })
     scripted = backend()
     result = await search(only_long, DATA, scripted, budget=100, trials=3, sample_size=4,
-                          output_dir=tmp_path, poll=0.01)
+                          output_dir=scratch, poll=0.01, grader=grader)
     assert scripted.requests == []
     for trial in result.study.trials:
         assert "where 100 are allowed" in trial.user_attrs["rejected"]
         assert trial.user_attrs["constraint"][0] > 0  # infeasible, by its worst case
-    assert result.best is None and not (tmp_path / "best.yaml").exists()
-    assert "no feasible" in (tmp_path / "front.md").read_text()
+    assert result.best is None and not (scratch / "best.yaml").exists()
+    assert "no feasible" in (scratch / "front.md").read_text()
 
 
-async def test_mixed_space_rejects_only_what_cannot_fit() -> None:
+async def test_mixed_space_rejects_only_what_cannot_fit(grader: Shared) -> None:
     scripted = backend()
     result = await search(space(), DATA, scripted, budget=100, trials=12, concurrency=3,
-                          sample_size=4, top=1, seed=1, poll=0.01)
+                          sample_size=4, top=1, seed=1, poll=0.01, grader=grader)
     rejected = [t for t in result.study.trials if "rejected" in t.user_attrs]
     assert rejected and all(t.params.get("strategy.greedy.mt") == 400 for t in rejected)
     assert all(r.max_tokens <= 100 for r in scripted.requests)  # no 400-token call went out
@@ -118,7 +145,7 @@ async def test_measured_budget_hits_mark_the_trial_infeasible() -> None:
         "params": {"mt": {"values": [2, 12]}},
     })
     result = await search(hit, DATA, backend(), budget=100, trials=4, sample_size=3, top=2,
-                          seed=0, poll=0.01)
+                          seed=0, poll=0.01, math_verify=False)  # numbers only
     by_mt = {t.params["mt"]: t for t in result.study.trials}
     assert set(by_mt) == {2, 12}
     assert by_mt[12].user_attrs["constraint"][1] == 3  # every problem hit the budget
@@ -126,9 +153,9 @@ async def test_measured_budget_hits_mark_the_trial_infeasible() -> None:
     assert [f.params["mt"] for f in result.finalists] == [2]  # only the feasible one
 
 
-async def test_written_best_config_loads_and_runs(tmp_path: Path) -> None:
+async def test_written_best_config_loads_and_runs(scratch: Path, grader: Shared) -> None:
     result = await search(space(), DATA, backend(), budget=100, trials=8, concurrency=2,
-                          sample_size=4, output_dir=tmp_path, poll=0.01)
+                          sample_size=4, output_dir=scratch, poll=0.01, grader=grader)
     files = result.files
     assert {"best", "front", "trials", "plot", "study"} - set(files) == {"study"}
     best = load_pipeline(files["best"])
@@ -138,13 +165,17 @@ async def test_written_best_config_loads_and_runs(tmp_path: Path) -> None:
     assert answer.answer == "7"
     rows = files["trials"].read_text().splitlines()
     assert len(rows) == 1 + 8
+    here = f"{socket.gethostname()}-{os.getpid()}"  # the default worker id
+    assert {t.user_attrs["worker"] for t in result.study.trials} == {here}
+    assert "worker" in rows[0] and all(here in row for row in rows[1:])
     assert "| trial |" in files["front"].read_text()
     assert files["plot"].stat().st_size > 0
 
 
-async def test_two_objectives_give_a_pareto_front_without_pruning() -> None:
+async def test_two_objectives_give_a_pareto_front_without_pruning(grader: Shared) -> None:
     result = await search(space(), DATA, backend(), budget=100, trials=10, concurrency=2,
-                          sample_size=4, top=5, objectives="accuracy,tokens", poll=0.01)
+                          sample_size=4, top=5, objectives="accuracy,tokens", poll=0.01,
+                          grader=grader)
     assert len(result.study.directions) == 2
     assert all(not t.intermediate_values for t in result.study.trials)
     front = [(f.sample_accuracy, f.sample_tokens) for f in result.finalists]
@@ -153,9 +184,10 @@ async def test_two_objectives_give_a_pareto_front_without_pruning() -> None:
     assert pareto_front([]) == []
 
 
-async def test_single_objective_prunes_poor_trials_early() -> None:
+async def test_single_objective_prunes_poor_trials_early(grader: Shared) -> None:
     result = await search(space(long=50), DATA, backend(), budget=100, trials=12,
-                          concurrency=1, sample_size=6, chunk=2, top=0, seed=2, poll=0.01)
+                          concurrency=1, sample_size=6, chunk=2, top=0, seed=2, poll=0.01,
+                          grader=grader)
     pruned = [t for t in result.study.trials if t.state == TrialState.PRUNED]
     assert pruned
     for trial in pruned:
@@ -163,11 +195,13 @@ async def test_single_objective_prunes_poor_trials_early() -> None:
         assert trial.user_attrs["accuracy"] == 0.0
 
 
-async def test_cancelled_search_resumes_with_no_trial_lost_or_duplicated(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'study.db'}"
+async def test_cancelled_search_resumes_with_no_trial_lost_or_duplicated(
+    scratch: Path, grader: Shared
+) -> None:
+    url = f"sqlite:///{scratch / 'study.db'}"
     slow = backend(seconds_per_token=0.01)
     task = asyncio.create_task(search(space(), DATA, slow, budget=100, trials=8, concurrency=2,
-                                      sample_size=4, storage=url, poll=0.01))
+                                      sample_size=4, storage=url, poll=0.01, grader=grader))
     study: optuna.Study | None = None
     while study is None or len(finished(study)) < 2:
         await asyncio.sleep(0.05)
@@ -185,7 +219,7 @@ async def test_cancelled_search_resumes_with_no_trial_lost_or_duplicated(tmp_pat
                    interrupted}
 
     result = await search(space(), DATA, backend(), budget=100, trials=8, concurrency=2,
-                          sample_size=4, storage=url, poll=0.01)
+                          sample_size=4, storage=url, poll=0.01, grader=grader)
     trials = result.study.trials
     assert len(finished(result.study)) == 8
     assert len({t.number for t in trials}) == len(trials)
@@ -199,30 +233,31 @@ async def test_cancelled_search_resumes_with_no_trial_lost_or_duplicated(tmp_pat
         assert retries[0].params == lost.params
 
 
-async def test_a_dead_workers_trial_is_failed_and_retried(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'study.db'}"
+async def test_a_dead_workers_trial_is_failed_and_retried(scratch: Path, grader: Shared) -> None:
+    url = f"sqlite:///{scratch / 'study.db'}"
     await search(space(), DATA, backend(), budget=100, trials=2, sample_size=2, top=0,
-                 storage=url, poll=0.01)
+                 storage=url, poll=0.01, grader=grader)
     dead = optuna.load_study(study_name="tiny-sevens-100", storage=url)
     dead.enqueue_trial({"strategy": "vote", "strategy.vote.n": 2})
     left = dead.ask()  # a worker that asked, then was killed before it told
     assert left.number == 2
     await asyncio.sleep(0.3)
     result = await search(space(), DATA, backend(), budget=100, trials=4, sample_size=2, top=0,
-                          storage=url, stale_after=0.2, poll=0.01)
+                          storage=url, stale_after=0.2, poll=0.01, grader=grader)
     trials = result.study.trials
     assert trials[2].state == TrialState.FAIL
     assert [t.user_attrs.get("retry_of") for t in trials].count(2) == 1
     assert len(finished(result.study)) == 4
 
 
-async def test_two_workers_share_one_study(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'study.db'}"
+async def test_two_workers_share_one_study(scratch: Path, grader: Shared) -> None:
+    url = f"sqlite:///{scratch / 'study.db'}"
     seen: dict[str, list[int]] = {"a": [], "b": []}
 
     def worker(name: str, seed: int):  # type: ignore[no-untyped-def]
         return search(space(), DATA, backend(seconds_per_token=0.002), budget=100, trials=10,
                       concurrency=2, sample_size=4, top=1, seed=seed, storage=url, poll=0.01,
+                      grader=grader, worker_id=name,
                       on_trial=lambda t: seen[name].append(t.number))
 
     a, b = await asyncio.gather(worker("a", 0), worker("b", 1))
@@ -232,6 +267,9 @@ async def test_two_workers_share_one_study(tmp_path: Path) -> None:
     numbers = [t.number for t in trials if t.state != TrialState.FAIL]
     assert sorted(numbers) == sorted(set(numbers))
     assert a.finalists[0].number == b.finalists[0].number
+    for name, numbers_seen in seen.items():  # each trial is tagged with the worker that ran it
+        assert {t.number for t in trials if t.user_attrs.get("worker") == name} == set(
+            numbers_seen)
 
 
 # Real server: a tiny space, a handful of problems, small max_tokens.
@@ -262,6 +300,44 @@ def itc_search(tmp_path: Path, base_url: str) -> list[str]:
         "--budget", "64", "--trials", "4", "--concurrency", "1", "--top", "1",
         "--stale-after", "2", "--base-url", base_url, "--output-dir", str(tmp_path / "out"),
     ]
+
+
+@pytest.mark.vllm
+def test_real_two_workers_share_one_study(tmp_path: Path, vllm_server) -> None:  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    command = itc_search(tmp_path, vllm_server.base_url)
+    command[command.index("--count") + 1] = "3"
+    command[command.index("--stale-after") + 1] = "30"  # nobody is killed here
+    out = command.index("--output-dir") + 1
+    logs = [tmp_path / f"worker{seed}.log" for seed in (0, 1)]  # files: a full pipe would block
+    workers = []
+    try:
+        for seed, log in enumerate(logs):
+            with log.open("w") as handle:
+                workers.append(subprocess.Popen(
+                    [*command[:out], str(tmp_path / f"out{seed}"), *command[out + 1:],
+                     "--seed", str(seed), "--storage", url, "--study-name", "shared"],
+                    stdout=handle, stderr=subprocess.STDOUT,
+                    env={**os.environ, "COLUMNS": "200"},
+                ))
+        for worker, log in zip(workers, logs, strict=True):
+            assert worker.wait(timeout=90) == 0, log.read_text()
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    study = optuna.load_study(study_name="shared", storage=url)
+    done = finished(study)
+    assert len(done) == 4
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    ids = [f"{socket.gethostname()}-{worker.pid}" for worker in workers]
+    ran = [t.user_attrs.get("worker") for t in done]
+    assert set(ran) <= set(ids)
+    assert all(ran.count(i) >= 1 for i in ids), ran  # both workers ran a trial
+    for seed in (0, 1):
+        assert load_pipeline(tmp_path / f"out{seed}" / "best.yaml").budget.completion_tokens == 64
 
 
 @pytest.mark.vllm
@@ -301,15 +377,38 @@ def test_real_search_completes_and_resumes_after_a_kill(tmp_path: Path, vllm_ser
         assert t.user_attrs["tokens_per_problem"] <= 64
 
 
-async def test_journal_storage_resumes_and_settings_are_checked(tmp_path: Path) -> None:
-    url = f"journal:{tmp_path / 'study.log'}"
+async def test_journal_storage_resumes_and_settings_are_checked(
+    scratch: Path, grader: Shared
+) -> None:
+    url = f"journal:{scratch / 'study.log'}"
     first = await search(space(), DATA, backend(), budget=100, trials=2, sample_size=2, top=0,
-                         storage=url, poll=0.01)
+                         storage=url, poll=0.01, grader=grader)
     kept = [t.params for t in first.study.trials]
     second = await search(space(), DATA, backend(), budget=100, trials=4, sample_size=2, top=0,
-                          storage=url, poll=0.01)
+                          storage=url, poll=0.01, grader=grader)
     assert [t.params for t in second.study.trials[:2]] == kept
     assert len(finished(second.study)) == 4
     with pytest.raises(SearchError, match="sample"):
         await search(space(), DATA, backend(), budget=100, trials=4, sample_size=3,
-                     study_name=second.study.study_name, storage=url, poll=0.01)
+                     study_name=second.study.study_name, storage=url, poll=0.01, grader=grader)
+
+
+async def test_a_slow_worker_whose_trial_was_taken_over_goes_on(
+    scratch: Path, grader: Shared
+) -> None:
+    url = f"sqlite:///{scratch / 'study.db'}"
+
+    def worker(name: str, stale_after: float, seconds_per_token: float):  # type: ignore[no-untyped-def]
+        return search(space(), DATA, backend(seconds_per_token=seconds_per_token), budget=100,
+                      trials=6, sample_size=2, top=0, seed=len(name), storage=url, poll=0.01,
+                      stale_after=stale_after, grader=grader, worker_id=name)
+
+    # "fast" judges any trial without a heartbeat for 0.05 s stale; "slow" stamps its own
+    # only every 10 s, so its trials are taken over while it still works on them.
+    _, fast = await asyncio.gather(worker("slow", 60.0, 0.02), worker("fast", 0.05, 0.0))
+    trials = optuna.load_study(study_name="tiny-sevens-100", storage=url).trials
+    assert len(finished(fast.study)) >= 6
+    taken_over = [t for t in trials if t.state == TrialState.FAIL]
+    assert taken_over, "the slow worker's trial was failed by the fast one"
+    retried = [t.user_attrs.get("retry_of") for t in trials]
+    assert all(retried.count(t.number) == 1 for t in taken_over)

@@ -16,9 +16,12 @@ once, so no trial is lost or run twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import math
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +37,7 @@ from itc.bench.datasets.base import Dataset
 from itc.bench.runner import Grading
 from itc.config import PipelineConfig, Registry, save_pipeline
 from itc.planner.executor import Planner, ProblemResult
-from itc.runtime.context import Runtime
+from itc.runtime.context import Grader, Runtime
 from itc.search.space import SearchSpace, SpaceError, over_budget, sample
 from itc.types import Problem
 from itc.verifiers.math import math_grader_if_installed
@@ -42,6 +45,8 @@ from itc.verifiers.math import math_grader_if_installed
 Objectives = Literal["accuracy", "accuracy,tokens"]
 HEARTBEAT = "itc:heartbeat"
 """System attribute: when the trial's worker last said it is alive (seconds since epoch)."""
+WORKER = "worker"
+"""User attribute: which worker ran the trial (`worker_id`, by default host-pid)."""
 NO_CONSTRAINT = (0.0, 0.0)
 
 
@@ -157,6 +162,7 @@ class _Search:
         stale_after: float,
         poll: float,
         on_trial: Callable[[FrozenTrial], None] | None,
+        worker_id: str,
     ) -> None:
         self.space = space
         self.study = study
@@ -173,6 +179,7 @@ class _Search:
         self.stale_after = stale_after
         self.poll = poll
         self.on_trial = on_trial
+        self.worker_id = worker_id
         self.own: dict[int, Trial] = {}
 
     # Pipelines.
@@ -253,7 +260,13 @@ class _Search:
         while (trial := await self.next_trial()) is not None:
             self.own[trial.number] = trial
             try:
+                trial.set_user_attr(WORKER, self.worker_id)
                 await self.run_trial(trial)
+            except UpdateFinishedTrialError:
+                # Another worker found this one's heartbeat stale (it was slow, not dead),
+                # failed the trial and queued its parameters again: that retry counts, this
+                # late result does not, and this worker goes on with the next trial.
+                continue
             except BaseException as stop:  # cancelled or broken: hand the trial back
                 if not isinstance(stop, SearchError):
                     try:
@@ -395,6 +408,9 @@ async def search(
     stale_after: float = 60.0,
     poll: float = 1.0,
     on_trial: Callable[[FrozenTrial], None] | None = None,
+    grader: Grader | None = None,
+    math_verify: bool = True,
+    worker_id: str | None = None,
 ) -> SearchResult:
     """Search `space` for the most accurate pipelines within `budget` generated tokens per
     problem; run it again (or beside another worker) on the same storage to resume or share.
@@ -406,6 +422,11 @@ async def search(
     defaults to `<output_dir>/study.db` (SQLite), or memory without an output folder. A
     running trial of another worker with no heartbeat for `stale_after` seconds is lost: it
     is failed and its parameters retried.
+
+    Answers are graded with `grader` if given (a `MathGrader` the caller owns, say, shared
+    by several searches); else with a math-verify pool started for this call when installed
+    and `math_verify`, else as plain numbers and trimmed text. Each trial is tagged with
+    `worker_id` (default host-pid) in its `worker` user attribute.
     """
     if budget < 1 or trials < 1 or concurrency < 1 or sample_size < 1 or top < 0:
         raise ValueError("budget, trials, concurrency and sample_size must be >= 1, top >= 0")
@@ -441,7 +462,10 @@ async def search(
     )
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     problems = dataset.problems[:sample_size]
-    async with math_grader_if_installed() as grader:
+    worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    async with contextlib.AsyncExitStack() as stack:
+        if grader is None and math_verify:
+            grader = await stack.enter_async_context(math_grader_if_installed())
         runtime = Runtime(backend=backend, max_in_flight=max_in_flight, grader=grader)
         planner = Planner(runtime, max_problems_in_flight=max_in_flight)
         grading = Grading(grader)
@@ -450,7 +474,7 @@ async def search(
             budget=budget, trials=trials, sample_problems=problems,
             chunk=chunk or max(1, math.ceil(len(problems) / 4)), two=two, registry=registry,
             heartbeat=min(10.0, stale_after / 4), stale_after=stale_after, poll=poll,
-            on_trial=on_trial,
+            on_trial=on_trial, worker_id=worker_id,
         )
         beat = asyncio.create_task(state._beat())
         try:
@@ -553,7 +577,7 @@ def front_table(result: SearchResult, two: bool) -> str:
 
 def write_trials_csv(study: optuna.Study, path: Path) -> None:
     columns = ["number", "state", "accuracy", "tokens_per_problem", "problems", "feasible",
-               "constraint", "rejected", "pruned_at", "retry_of", "params"]
+               "constraint", "rejected", "pruned_at", "retry_of", "worker", "params"]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
@@ -563,7 +587,7 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
                 t.number, t.state.name, attrs.get("accuracy", ""),
                 attrs.get("tokens_per_problem", ""), attrs.get("problems", ""),
                 feasible(t), json.dumps(attrs.get("constraint", [])), attrs.get("rejected", ""),
-                attrs.get("pruned_at", ""), attrs.get("retry_of", ""),
+                attrs.get("pruned_at", ""), attrs.get("retry_of", ""), attrs.get(WORKER, ""),
                 json.dumps(t.params, sort_keys=True),
             ])
 
