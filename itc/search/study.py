@@ -31,6 +31,7 @@ from typing import Any, Literal
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, Trial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from itc.backends.base import Backend
 from itc.bench.datasets.base import Dataset
@@ -110,6 +111,28 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     return optuna.storages.RDBStorage(url, **kwargs)
+
+
+async def _open_study(
+    storage: str | optuna.storages.BaseStorage | None, name: str, directions: list[str]
+) -> tuple[optuna.storages.BaseStorage, optuna.Study]:
+    """Open (or create) the study. Workers started together race to create the same tables
+    and study; the loser's error is transient, so it tries again a few times."""
+    for attempt in range(5):
+        try:
+            opened = (
+                open_storage(storage) if isinstance(storage, str)
+                else storage or optuna.storages.InMemoryStorage()
+            )
+            study = optuna.create_study(
+                storage=opened, study_name=name, load_if_exists=True, directions=directions
+            )
+            return opened, study
+        except (SQLAlchemyError, optuna.exceptions.StorageInternalError):
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _constraint(trial: FrozenTrial) -> Sequence[float]:
@@ -437,14 +460,9 @@ async def search(
     out = Path(output_dir) if output_dir is not None else None
     if storage is None and out is not None:
         storage = f"sqlite:///{out / 'study.db'}"
-    if isinstance(storage, str):
-        storage = open_storage(storage)
-    elif storage is None:
-        storage = optuna.storages.InMemoryStorage()
     two = objectives == "accuracy,tokens"
     name = study_name or f"{space.name}-{dataset.name}-{budget}"
-    probe = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
-                                directions=["maximize", "minimize"][: 1 + two])
+    storage, probe = await _open_study(storage, name, ["maximize", "minimize"][: 1 + two])
     settings = _settings(space, dataset, budget, objectives, sample_size)
     known = probe.user_attrs.get("settings")
     if known is None:
