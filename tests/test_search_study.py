@@ -344,14 +344,17 @@ def test_real_two_workers_share_one_study(tmp_path: Path, vllm_server) -> None: 
 def test_real_search_completes_and_resumes_after_a_kill(tmp_path: Path, vllm_server) -> None:  # type: ignore[no-untyped-def]
     command = itc_search(tmp_path, vllm_server.base_url)
     env = {**os.environ, "COLUMNS": "200"}
-    worker = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    # Its own process group, so the kill takes its grader's worker processes down with it.
+    worker = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
     assert worker.stderr is not None
     started = time.monotonic()
     for line in worker.stderr:
         if line.startswith("trial ") and ("complete" in line or "pruned" in line):
             break
         assert time.monotonic() - started < 60, "no trial finished"
-    worker.send_signal(signal.SIGKILL)
+    os.killpg(worker.pid, signal.SIGKILL)
     worker.wait()
     url = f"sqlite:///{tmp_path / 'out' / 'study.db'}"
     before = optuna.load_study(study_name="real-synthetic-d1-s0-64", storage=url).trials
