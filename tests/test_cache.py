@@ -58,3 +58,18 @@ async def test_samples_stored_with_logprobs_serve_a_vote_that_needs_none(tmp_pat
     await Planner(Runtime(backend=other)).run(plain, PROBLEM)
     await Planner(Runtime(backend=other)).run(weighted, PROBLEM)
     assert other.hits == 0 and other.misses == 2
+
+
+async def test_the_cache_reports_its_servers_prefix_cache_counters(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from itc.bench.runner import _prefix_cache_counters
+
+    class Metered(ScriptedBackend):
+        async def metrics(self) -> dict[str, float]:
+            return {"vllm:prefix_cache_hits_total": 30.0, "vllm:prefix_cache_queries_total": 40.0}
+
+    cached = CachedBackend(Metered(answers("4")), tmp_path / "cache.sqlite")
+    assert await _prefix_cache_counters(cached) == (30.0, 40.0)
+    plain = CachedBackend(ScriptedBackend(answers("4")), tmp_path / "other.sqlite")
+    assert await _prefix_cache_counters(plain) is None  # a server with no counters: no rate
+    await cached.aclose()
+    await plain.aclose()

@@ -92,6 +92,13 @@ class CachedBackend:
         """Reward-model calls are not cached: they go to the inner backend."""
         return await self.inner.pool(request, progress)
 
+    async def metrics(self) -> dict[str, float]:
+        """The inner server's counters (calls replayed from the cache add nothing to them)."""
+        metrics = getattr(self.inner, "metrics", None)
+        if metrics is None:
+            raise NotImplementedError(f"{type(self.inner).__name__} keeps no metrics")
+        return await metrics()
+
     async def aclose(self) -> None:
         self._db.close()
         await self.inner.aclose()
