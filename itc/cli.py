@@ -289,6 +289,9 @@ def bench(
         ),
     ] = "gsm8k",
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N problems.")] = None,
+    offset: Annotated[
+        int, typer.Option(min=0, help="Skip the first N problems (then --limit counts).")
+    ] = 0,
     sweep: Annotated[
         list[str] | None,
         typer.Option(
@@ -354,6 +357,7 @@ def bench(
         data = load_dataset(
             dataset,
             limit,
+            offset=offset,
             seed=seed,
             fields=parse_fields(field or []) or None,
             **{k: v for k, v in options.items() if v is not None},
@@ -416,6 +420,10 @@ def search_command(
     limit: Annotated[
         int | None, typer.Option(min=1, help="The full set: the first N problems.")
     ] = None,
+    offset: Annotated[
+        int, typer.Option(min=0, help="Skip the first N problems (then --limit counts), "
+                          "e.g. to keep a benchmark's problems held out of the search.")
+    ] = 0,
     difficulty: Annotated[int | None, typer.Option(help="synthetic: 1..5.")] = None,
     count: Annotated[int | None, typer.Option(help="synthetic: how many problems.")] = None,
     sample: Annotated[
@@ -437,6 +445,11 @@ def search_command(
         int, typer.Option(min=0, help="Best trials (or front members) rerun on the full set.")
     ] = 3,
     seed: Annotated[int, typer.Option(help="Sampler seed (give each worker its own).")] = 0,
+    anytime: Annotated[
+        bool,
+        typer.Option(help="Also run configurations whose worst case exceeds --budget: the "
+                     "hard budget stops them and they answer from what they have."),
+    ] = False,
     stale_after: Annotated[
         float,
         typer.Option(min=0.1, help="Seconds without a heartbeat before another worker's "
@@ -471,7 +484,9 @@ def search_command(
 
     def prepare():  # type: ignore[no-untyped-def]
         options = {"difficulty": difficulty, "count": count}
-        data = load_dataset(dataset, limit, **{k: v for k, v in options.items() if v is not None})
+        data = load_dataset(
+            dataset, limit, offset=offset, **{k: v for k, v in options.items() if v is not None}
+        )
         if not data.problems:
             raise DatasetError(f"dataset {dataset!r} has no problems to run")
         return load_space(space), data
@@ -496,7 +511,7 @@ def search_command(
                 searched, data, runner, budget=budget, trials=trials, storage=storage,
                 study_name=study_name, concurrency=concurrency, sample_size=sample,
                 objectives=objectives, top=top, seed=seed, max_in_flight=max_in_flight,  # type: ignore[arg-type]
-                output_dir=output_dir, stale_after=stale_after, on_trial=shown,
+                output_dir=output_dir, stale_after=stale_after, on_trial=shown, anytime=anytime,
             )
 
     def run_search():  # type: ignore[no-untyped-def]

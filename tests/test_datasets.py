@@ -85,6 +85,14 @@ def test_gsm8k() -> None:
     assert len(load_dataset("gsm8k", 5)) == 5
 
 
+def test_offset_skips_problems_before_the_limit_counts() -> None:
+    every = load_dataset("gsm8k", 8).problems
+    assert load_dataset("gsm8k", 3, offset=5).problems == every[5:8]
+    assert load_dataset("gsm8k", offset=7).problems[0] == every[7]
+    with pytest.raises(DatasetError, match="offset"):
+        load_dataset("gsm8k", 3, offset=-1)
+
+
 def test_aime2025() -> None:
     data = load_dataset("aime2025")
     assert (data.grader, len(data)) == ("math", 30)

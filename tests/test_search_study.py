@@ -415,3 +415,38 @@ async def test_a_slow_worker_whose_trial_was_taken_over_goes_on(
     assert taken_over, "the slow worker's trial was failed by the fast one"
     retried = [t.user_attrs.get("retry_of") for t in trials]
     assert all(retried.count(t.number) == 1 for t in taken_over)
+
+
+async def test_anytime_runs_over_worst_case_configs_under_the_hard_budget(
+    scratch: Path, grader: Shared
+) -> None:
+    only_long = parse_space({
+        "name": "long", "fixed": {"answer": "math"},
+        "pipeline": {"type": "generate", "temperature": 0.0, "max_tokens": "$mt"},
+        "params": {"mt": {"values": [300, 400]}},
+    })
+    scripted = backend()
+    result = await search(only_long, DATA, scripted, budget=100, trials=3, sample_size=3,
+                          top=0, output_dir=scratch, poll=0.01, grader=grader, anytime=True)
+    assert scripted.requests  # rejected without --anytime (the test above): here they run
+    assert all(r.max_tokens <= 100 for r in scripted.requests)  # clipped to the budget
+    for trial in result.study.trials:
+        assert "rejected" not in trial.user_attrs
+        assert trial.user_attrs["constraint"][0] <= 0  # no overrun: feasible
+    # With top=0 nothing is re-evaluated; the best on the sample is still written.
+    assert result.finalists == [] and result.best is not None
+    assert load_pipeline(scratch / "best.yaml").budget.completion_tokens == 100
+    with pytest.raises(SearchError, match="anytime"):  # the study remembers how it was run
+        await search(only_long, DATA, backend(), budget=100, trials=4, sample_size=3, top=0,
+                     output_dir=scratch, poll=0.01, grader=grader)
+
+
+async def test_other_problems_under_the_same_dataset_name_are_another_study(
+    scratch: Path, grader: Shared
+) -> None:
+    await search(space(), DATA, backend(), budget=100, trials=1, sample_size=2, top=0,
+                 output_dir=scratch, poll=0.01, grader=grader)
+    shifted = Dataset(DATA.name, DATA.problems[2:])  # what --offset 2 gives
+    with pytest.raises(SearchError, match="problems"):
+        await search(space(), shifted, backend(), budget=100, trials=2, sample_size=2, top=0,
+                     output_dir=scratch, poll=0.01, grader=grader)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import hashlib
 import json
 import math
 import os
@@ -186,6 +187,7 @@ class _Search:
         poll: float,
         on_trial: Callable[[FrozenTrial], None] | None,
         worker_id: str,
+        anytime: bool = False,
     ) -> None:
         self.space = space
         self.study = study
@@ -203,6 +205,7 @@ class _Search:
         self.poll = poll
         self.on_trial = on_trial
         self.worker_id = worker_id
+        self.anytime = anytime
         self.own: dict[int, Trial] = {}
 
     # Pipelines.
@@ -313,7 +316,7 @@ class _Search:
             self.study.tell(trial, state=TrialState.PRUNED)
             return
         pipeline = self.limited(pipeline, trial.number)
-        reasons = over_budget(pipeline)
+        reasons = [] if self.anytime else over_budget(pipeline)
         if reasons:
             bound = pipeline.worst_case()
             worst = bound.completion_tokens if bound is not None else self.budget
@@ -350,8 +353,10 @@ class _Search:
         trial.set_user_attr("errors", score.errors)
 
     def _constraint(self, score: Evaluation) -> list[float]:
-        """Measured: the worst overrun of the budget (tokens), and problems that hit it."""
-        return [score.max_completion_tokens - self.budget, score.budget_hits]
+        """Measured: the worst overrun of the budget (tokens), and problems that hit it
+        (which an anytime search allows: there the budget is how a configuration stops)."""
+        hits = 0 if self.anytime else score.budget_hits
+        return [score.max_completion_tokens - self.budget, hits]
 
 
 async def evaluate(
@@ -374,15 +379,29 @@ async def evaluate(
 
 
 def _settings(
-    space: SearchSpace, dataset: Dataset, budget: int, objectives: str, sample_size: int
+    space: SearchSpace,
+    dataset: Dataset,
+    budget: int,
+    objectives: str,
+    sample_size: int,
+    anytime: bool,
 ) -> dict[str, Any]:
-    return {
+    settings = {
         "space": space.model_dump(mode="json", by_alias=True),
         "dataset": dataset.name,
+        # The problems themselves (an --offset changes them under the same dataset name).
+        "problems": _digest([p.id for p in dataset.problems[:sample_size]]),
         "budget": budget,
         "objectives": objectives,
         "sample": sample_size,
     }
+    if anytime:
+        settings["anytime"] = True
+    return settings
+
+
+def _digest(ids: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
 
 def pareto_front(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
@@ -434,6 +453,7 @@ async def search(
     grader: Grader | None = None,
     math_verify: bool = True,
     worker_id: str | None = None,
+    anytime: bool = False,
 ) -> SearchResult:
     """Search `space` for the most accurate pipelines within `budget` generated tokens per
     problem; run it again (or beside another worker) on the same storage to resume or share.
@@ -450,6 +470,11 @@ async def search(
     by several searches); else with a math-verify pool started for this call when installed
     and `math_verify`, else as plain numbers and trimmed text. Each trial is tagged with
     `worker_id` (default host-pid) in its `worker` user attribute.
+
+    With `anytime`, configurations whose static worst case exceeds the budget run too: the
+    hard budget stops them and they answer from what they have (step searches, samplers
+    that keep their finished samples), so only a measured overrun makes a trial infeasible.
+    With `top=0` nothing is re-evaluated and the best trial on the sample is the best.
     """
     if budget < 1 or trials < 1 or concurrency < 1 or sample_size < 1 or top < 0:
         raise ValueError("budget, trials, concurrency and sample_size must be >= 1, top >= 0")
@@ -463,12 +488,12 @@ async def search(
     two = objectives == "accuracy,tokens"
     name = study_name or f"{space.name}-{dataset.name}-{budget}"
     storage, probe = await _open_study(storage, name, ["maximize", "minimize"][: 1 + two])
-    settings = _settings(space, dataset, budget, objectives, sample_size)
+    settings = _settings(space, dataset, budget, objectives, sample_size, anytime)
     known = probe.user_attrs.get("settings")
     if known is None:
         probe.set_user_attr("settings", settings)
     elif known != settings:
-        changed = sorted(k for k in settings if known.get(k) != settings[k])
+        changed = sorted(k for k in {*known, *settings} if known.get(k) != settings.get(k))
         raise SearchError(f"study {name!r} was made with other settings ({', '.join(changed)}); "
                           "give another study name")
     # Seeded by the trials already there, so a resumed search goes on instead of repeating.
@@ -492,7 +517,7 @@ async def search(
             budget=budget, trials=trials, sample_problems=problems,
             chunk=chunk or max(1, math.ceil(len(problems) / 4)), two=two, registry=registry,
             heartbeat=min(10.0, stale_after / 4), stale_after=stale_after, poll=poll,
-            on_trial=on_trial, worker_id=worker_id,
+            on_trial=on_trial, worker_id=worker_id, anytime=anytime,
         )
         beat = asyncio.create_task(state._beat())
         try:
@@ -504,11 +529,23 @@ async def search(
         finally:
             beat.cancel()
         finalists = await _finalists(state, top)
-    best = finalists[0].pipeline if finalists else None
+    best = finalists[0].pipeline if finalists else _best_on_sample(state)
     result = SearchResult(study=study, finalists=finalists, best=best)
     if out is not None:
         result.files = write_outputs(result, out, two)
     return result
+
+
+def _best_on_sample(state: _Search) -> PipelineConfig | None:
+    """The most accurate evaluated trial on the sample (fewest tokens among equals)."""
+    candidates = evaluated(state.study)
+    if not candidates:
+        return None
+    best = min(
+        candidates,
+        key=lambda t: (-t.user_attrs["accuracy"], t.user_attrs["tokens_per_problem"], t.number),
+    )
+    return state.pipeline(best.params, best.number)
 
 
 async def _finalists(state: _Search, top: int) -> list[Finalist]:

@@ -77,6 +77,7 @@ def load_dataset(
     name: str,
     limit: int | None = None,
     *,
+    offset: int = 0,
     seed: int = 0,
     difficulty: int | None = None,
     count: int | None = None,
@@ -92,10 +93,14 @@ def load_dataset(
     aime2025 or math500 from the Hugging Face hub. For a file, ``fields`` maps the roles
     question / answer / id to its field names (defaults: question, answer, row position) and
     ``grader`` names its grader (default "math"). Options a dataset does not use are errors,
-    so a mistyped command line does not silently run the wrong benchmark.
+    so a mistyped command line does not silently run the wrong benchmark. ``offset`` skips
+    the first problems (with ``limit``: problems offset+1 .. offset+limit), e.g. to search on
+    problems held apart from those a benchmark reports.
     """
     if limit is not None and limit < 0:
         raise DatasetError(f"limit must be >= 0, got {limit}")
+    if offset < 0:
+        raise DatasetError(f"offset must be >= 0, got {offset}")
     if source not in get_args(Source):
         raise DatasetError(f"source must be one of {list(get_args(Source))}, got {source!r}")
     file = Path(path) if path is not None else None
@@ -131,6 +136,7 @@ def load_dataset(
             f"unknown dataset {name!r}; known: {sorted(REGISTRY)}, or a path ending in "
             f"{' / '.join(_FILE_SUFFIXES)}"
         )
-    if limit is not None:
-        dataset = replace(dataset, problems=dataset.problems[:limit])
+    if offset or limit is not None:
+        end = None if limit is None else offset + limit
+        dataset = replace(dataset, problems=dataset.problems[offset:end])
     return dataset
