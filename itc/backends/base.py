@@ -69,6 +69,10 @@ class GenerationRequest(BaseModel):
     echo: bool = False
     continue_final_message: bool = False
     structured_outputs: StructuredOutputs | None = None
+    model: str | None = None
+    """Which of the runtime's named generators answers (`Runtime.backends`: a second model
+    for an ensemble, say); None is the run's own server. The backend that gets the request
+    sends its own served model name: this only routes."""
     stream: bool = False
     """Stream the answer token by token, so that a call cut mid-way is charged what the
     server had produced. A call not streamed that is cut is charged its whole reservation

@@ -104,7 +104,7 @@ class CachedBackend:
         await self.inner.aclose()
 
 
-KEY_NEUTRAL_DEFAULTS = {"logprobs": False, "prompt_ids": None}
+KEY_NEUTRAL_DEFAULTS = {"logprobs": False, "prompt_ids": None, "model": None}
 """Fields added after caches were first written: left out of the key while at these
 defaults, so entries written before them still replay."""
 

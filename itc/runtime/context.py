@@ -56,8 +56,8 @@ class Runtime:
     max_in_flight: int = 32
     grader: Grader | None = None
     backends: dict[str, Backend] = field(default_factory=dict)
-    """Other servers by name, for calls that are not generation: a reward model ("prm")
-    reached through `NodeContext.pool`. The generator stays `backend`."""
+    """Other servers by name: a reward model ("prm") reached through `NodeContext.pool`, or
+    another generator a request names in its `model` (an ensemble over several models)."""
 
     log_samples: bool = False
     """Keep every call's prompt and sampled texts, and every candidate a node ranked or voted
@@ -69,7 +69,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.max_in_flight)
-        self._context_limit: int | None = None
+        self._context_limits: dict[str | None, int | None] = {}
         self._prefilling: dict[object, asyncio.Event] = {}
 
     @asynccontextmanager
@@ -97,10 +97,23 @@ class Runtime:
             if self._prefilling.get(key) is progress.prefilled:
                 del self._prefilling[key]
 
-    async def context_limit(self) -> int | None:
-        if self._context_limit is None:
-            self._context_limit = await self.backend.max_model_len()
-        return self._context_limit
+    def generator(self, model: str | None) -> Backend:
+        """The server a generation request goes to: its named `model`, else the run's own."""
+        if model is None:
+            return self.backend
+        try:
+            return self.backends[model]
+        except KeyError:
+            raise BackendError(
+                f"a request names model {model!r} but the run has no backend of that name "
+                f"(it has {sorted(self.backends) or 'none'}; give one with --model-url "
+                f"{model}=URL)"
+            ) from None
+
+    async def context_limit(self, model: str | None = None) -> int | None:
+        if self._context_limits.get(model) is None:
+            self._context_limits[model] = await self.generator(model).max_model_len()
+        return self._context_limits[model]
 
 
 @dataclass
@@ -177,7 +190,7 @@ class NodeContext:
         """Reserve the call's worst case against an exact prompt count, clipping max_tokens;
         or an event to wait on when only other calls' reservations keep it from fitting."""
         try:
-            limit = await self.runtime.context_limit()
+            limit = await self.runtime.context_limit(request.model)
             prompt_tokens = await self._prompt_tokens(request, limit)
             room = request.max_tokens if limit is None else limit - prompt_tokens
             if room < (1 if request.max_tokens else 0):
@@ -208,7 +221,8 @@ class NodeContext:
         fits = limit is None or bound + request.max_tokens <= limit
         if self.ledger.budget.tokens is None and fits:
             return bound
-        return await self._within_deadline(self.runtime.backend.count_prompt_tokens(request))
+        server = self.runtime.generator(request.model)
+        return await self._within_deadline(server.count_prompt_tokens(request))
 
     async def _send(
         self, request: GenerationRequest, reservation: Reservation, progress: StreamProgress
@@ -223,6 +237,7 @@ class NodeContext:
             max_tokens=request.max_tokens,
             started=started - self.ledger.started,
             reward=self.reward,
+            model=request.model,
         )
         spent = Usage()
         retries: list[Reservation] = []
@@ -243,7 +258,8 @@ class NodeContext:
 
         progress.before_retry = admit_retry
         try:
-            result = await self._within_deadline(self.runtime.backend.generate(request, progress))
+            server = self.runtime.generator(request.model)
+            result = await self._within_deadline(server.generate(request, progress))
         except BaseException as failure:
             # The server may have worked on it: charge what it streamed, plus the prompt; an
             # attempt cut while not streamed may have produced everything it was allowed.

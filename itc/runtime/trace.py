@@ -32,6 +32,8 @@ class CallEvent(BaseModel):
     """The budget limit that refused or clipped the call, if one did."""
     reward: bool = False
     """A reward model's call (a judge, a PRM)."""
+    model: str | None = None
+    """The named generator that answered (None: the run's own server)."""
     detail: str | None = None
     prompt: str | list[dict[str, str]] | None = None
     """The prompt sent (text or chat messages), when samples are logged."""

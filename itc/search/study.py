@@ -454,6 +454,7 @@ async def search(
     math_verify: bool = True,
     worker_id: str | None = None,
     anytime: bool = False,
+    backends: dict[str, Backend] | None = None,
 ) -> SearchResult:
     """Search `space` for the most accurate pipelines within `budget` generated tokens per
     problem; run it again (or beside another worker) on the same storage to resume or share.
@@ -475,6 +476,7 @@ async def search(
     hard budget stops them and they answer from what they have (step searches, samplers
     that keep their finished samples), so only a measured overrun makes a trial infeasible.
     With `top=0` nothing is re-evaluated and the best trial on the sample is the best.
+    `backends` are the runtime's named servers (reward models, other generators).
     """
     if budget < 1 or trials < 1 or concurrency < 1 or sample_size < 1 or top < 0:
         raise ValueError("budget, trials, concurrency and sample_size must be >= 1, top >= 0")
@@ -509,7 +511,10 @@ async def search(
     async with contextlib.AsyncExitStack() as stack:
         if grader is None and math_verify:
             grader = await stack.enter_async_context(math_grader_if_installed())
-        runtime = Runtime(backend=backend, max_in_flight=max_in_flight, grader=grader)
+        runtime = Runtime(
+            backend=backend, max_in_flight=max_in_flight, grader=grader,
+            backends=dict(backends or {}),
+        )
         planner = Planner(runtime, max_problems_in_flight=max_in_flight)
         grading = Grading(grader)
         state = _Search(

@@ -20,8 +20,9 @@ class Ensemble(Strategy):
 
     Each variant is a `Generate` run as its own rollout, so two variants with the same seed
     still draw different samples (and cache apart). Its candidates carry `metadata["variant"]`,
-    the variant's index, so later nodes and reports can tell which settings paid off. All
-    variants share one server model: requests do not name a model yet.
+    the variant's index (and `metadata["model"]`, a variant's named model), so later nodes and
+    reports can tell which settings paid off. A variant with a `model` samples from that named
+    generator of the run (`--model-url NAME=URL`): an ensemble over several models.
     """
 
     type: Literal["ensemble"] = "ensemble"
@@ -58,9 +59,9 @@ class Ensemble(Strategy):
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:
+                tags = {"variant": i} | ({"model": m} if (m := self.variants[i].model) else {})
                 candidates += [
-                    c.model_copy(update={"metadata": {**c.metadata, "variant": i}})
-                    for c in outcome
+                    c.model_copy(update={"metadata": {**c.metadata, **tags}}) for c in outcome
                 ]
         if not candidates and refused is not None:
             raise refused  # not one variant fit: say which limit stopped them

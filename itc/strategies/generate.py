@@ -61,6 +61,11 @@ class Generate(Strategy):
     top_logprobs: int = Field(
         default=0, ge=0, le=20, description="Alternatives per token to return with logprobs."
     )
+    model: str | None = Field(
+        default=None,
+        description="A named generator of the run (e.g. `itc bench --model-url NAME=URL`) "
+        "instead of its own server: an ensemble over several models.",
+    )
 
     @field_validator("template")
     @classmethod
@@ -86,6 +91,7 @@ class Generate(Strategy):
             stop=self.stop,
             logprobs=logprobs or ctx.wants_logprobs or self.top_logprobs > 0,
             top_logprobs=self.top_logprobs,
+            model=self.model,
         )
 
     async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:
