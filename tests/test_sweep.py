@@ -76,7 +76,7 @@ def test_bad_path_names_it_and_what_was_available(path: str, expected: str) -> N
     message = str(error.value)
     assert expected in message
     if "available keys" in expected and path.startswith("main.inner"):
-        assert "max_tokens, n, seed" in message
+        assert "max_tokens, model, n, seed" in message
     if path == "mian.n":
         assert "(or a node name: main)" in message
 
