@@ -25,7 +25,7 @@ from itc.config import load_pipeline
 from itc.planner.executor import Planner
 from itc.runtime.context import Runtime
 from itc.search.space import SearchSpace, parse_space
-from itc.search.study import SearchError, pareto_front, search
+from itc.search.study import MAX_TWINS_IN_A_ROW, SearchError, pareto_front, search
 from itc.types import Problem
 from itc.verifiers.math import MathGrader, math_grader_if_installed
 
@@ -164,7 +164,8 @@ async def test_written_best_config_loads_and_runs(scratch: Path, grader: Shared)
     answer = await Planner(Runtime(backend=backend())).run(best, DATA.problems[0])
     assert answer.answer == "7"
     rows = files["trials"].read_text().splitlines()
-    assert len(rows) == 1 + 8
+    assert len(rows) == 1 + len(result.study.trials)  # twins dropped included
+    assert len(finished(result.study)) == 8
     here = f"{socket.gethostname()}-{os.getpid()}"  # the default worker id
     assert {t.user_attrs["worker"] for t in result.study.trials} == {here}
     assert "worker" in rows[0] and all(here in row for row in rows[1:])
@@ -450,3 +451,20 @@ async def test_other_problems_under_the_same_dataset_name_are_another_study(
     with pytest.raises(SearchError, match="problems"):
         await search(space(), shifted, backend(), budget=100, trials=2, sample_size=2, top=0,
                      output_dir=scratch, poll=0.01, grader=grader)
+
+
+async def test_a_twin_of_a_running_trial_is_dropped_not_run(grader: Shared) -> None:
+    one = parse_space({
+        "name": "one", "fixed": {"answer": "math"},
+        "pipeline": {"type": "generate", "temperature": 0.0, "max_tokens": "$mt"},
+        "params": {"mt": {"values": [8]}},  # every trial is the same configuration
+    })
+    slow = backend(seconds_per_token=0.05)  # the first trial still runs when the next is asked
+    result = await search(one, DATA, slow, budget=100, trials=2, concurrency=2, sample_size=2,
+                          top=0, poll=0.01, grader=grader)
+    twins = [t for t in result.study.trials if "duplicate_of" in t.user_attrs]
+    assert twins and all(t.state == TrialState.FAIL for t in twins)
+    assert len(twins) <= MAX_TWINS_IN_A_ROW  # then one runs anyway: the space has no other
+    assert len(finished(result.study)) == 2
+    # Dropped before any call: every request belongs to one of the two trials that ran.
+    assert len(slow.requests) == 2 * 2

@@ -165,6 +165,10 @@ def _sampler(two: bool, seed: int, trials: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(n_startup_trials=startup, seed=seed, **constraints)
 
 
+MAX_TWINS_IN_A_ROW = 5
+"""Twins a worker drops before it runs one anyway (a small space may have no new ones)."""
+
+
 class _Search:
     """One worker's state: the study, its own running trials, the shared planner."""
 
@@ -206,6 +210,7 @@ class _Search:
         self.on_trial = on_trial
         self.worker_id = worker_id
         self.anytime = anytime
+        self.twins_in_a_row = 0
         self.own: dict[int, Trial] = {}
 
     # Pipelines.
@@ -315,6 +320,16 @@ class _Search:
             trial.set_user_attr("rejected", str(error))
             self.study.tell(trial, state=TrialState.PRUNED)
             return
+        twin = self._twin(trial)
+        if twin is not None and self.twins_in_a_row < MAX_TWINS_IN_A_ROW:
+            # Samplers repeat themselves under ask/tell concurrency (NSGA-II hands out a
+            # running trial's parameters again): the twin would compute the same calls at the
+            # same time, so it is dropped (failed, not counted) and another one asked for.
+            self.twins_in_a_row += 1
+            trial.set_user_attr("duplicate_of", twin)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return
+        self.twins_in_a_row = 0
         pipeline = self.limited(pipeline, trial.number)
         reasons = [] if self.anytime else over_budget(pipeline)
         if reasons:
@@ -345,6 +360,14 @@ class _Search:
                     return
         _constrain(trial, self._constraint(score))
         self.study.tell(trial, [score.accuracy, score.tokens_per_problem][: 1 + self.two])
+
+    def _twin(self, trial: Trial) -> int | None:
+        """The number of a running trial with the same parameters, if any (a finished twin
+        replays from the response cache, so only a running one would cost anything)."""
+        for other in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if other.number != trial.number and other.params == trial.params:
+                return other.number
+        return None
 
     def _record(self, trial: Trial, score: Evaluation) -> None:
         trial.set_user_attr("accuracy", score.accuracy)
@@ -637,7 +660,8 @@ def front_table(result: SearchResult, two: bool) -> str:
 
 def write_trials_csv(study: optuna.Study, path: Path) -> None:
     columns = ["number", "state", "accuracy", "tokens_per_problem", "problems", "feasible",
-               "constraint", "rejected", "pruned_at", "retry_of", "worker", "params"]
+               "constraint", "rejected", "pruned_at", "retry_of", "duplicate_of", "worker",
+               "params"]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
@@ -647,7 +671,8 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
                 t.number, t.state.name, attrs.get("accuracy", ""),
                 attrs.get("tokens_per_problem", ""), attrs.get("problems", ""),
                 feasible(t), json.dumps(attrs.get("constraint", [])), attrs.get("rejected", ""),
-                attrs.get("pruned_at", ""), attrs.get("retry_of", ""), attrs.get(WORKER, ""),
+                attrs.get("pruned_at", ""), attrs.get("retry_of", ""),
+                attrs.get("duplicate_of", ""), attrs.get(WORKER, ""),
                 json.dumps(t.params, sort_keys=True),
             ])
 
