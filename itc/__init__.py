@@ -2,8 +2,9 @@
 
 The public API, importable from here: values (`Problem`, `Candidate`, `Budget`, `Usage`),
 the node contract to extend (`Strategy`, `Scorer`, `Answer`, `Component`), pipelines as data
-(`PipelineConfig`, `Registry`), running them (`connect`, `Runtime`, `Planner`), and what a
-custom strategy asks the runtime for (`NodeContext`, `GenerationRequest`).
+(`PipelineConfig`, `Registry`), running them (`connect`, `Runtime`, `Planner`), what a
+custom strategy asks the runtime for (`NodeContext`, `GenerationRequest`), and tools it may
+call (`tool`, `Tool`, `ToolRegistry`, `ToolResult`, `ToolsConfig`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ _EXPORTS = {
     "NodeContext": "itc.runtime.context",
     "Runtime": "itc.runtime.context",
     "Grader": "itc.runtime.context",
+    "Tool": "itc.runtime.tools",
+    "ToolRegistry": "itc.runtime.tools",
+    "ToolResult": "itc.runtime.tools",
+    "tool": "itc.runtime.tools",
+    "ToolsConfig": "itc.tools.config",
     "Component": "itc.nodes",
     "Strategy": "itc.nodes",
     "Aggregator": "itc.nodes",
@@ -75,6 +81,10 @@ __all__ = [
     "ScorerNode",
     "Strategy",
     "StrategyNode",
+    "Tool",
+    "ToolRegistry",
+    "ToolResult",
+    "ToolsConfig",
     "Usage",
     "VLLMBackend",
     "__version__",
@@ -82,6 +92,7 @@ __all__ = [
     "load_pipeline",
     "parse_pipeline",
     "save_pipeline",
+    "tool",
 ]
 
 if TYPE_CHECKING:
@@ -110,6 +121,8 @@ if TYPE_CHECKING:
     from itc.planner.executor import Planner, ProblemResult
     from itc.runtime.budget import BudgetExhausted
     from itc.runtime.context import Grader, NodeContext, Runtime
+    from itc.runtime.tools import Tool, ToolRegistry, ToolResult, tool
+    from itc.tools.config import ToolsConfig
     from itc.types import Budget, Candidate, Message, Problem, Usage
 else:
     __getattr__ = lazy_exports("itc", _EXPORTS)

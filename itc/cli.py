@@ -264,9 +264,10 @@ def run(
     if result.text is not None:
         out.print(f"[bold]solution:[/] {result.text.strip()}", highlight=False)
     u = result.usage
+    tools = f", {u.tool_calls} tool calls" if u.tool_calls else ""
     out.print(
         f"[bold]usage:[/] {u.prompt_tokens} prompt + {u.completion_tokens} completion tokens, "
-        f"{u.calls} calls, {u.wall_time:.1f}s"
+        f"{u.calls} calls{tools}, {u.wall_time:.1f}s"
     )
     if result.budget_exhausted:
         out.print(
@@ -276,13 +277,15 @@ def run(
     if result.error:
         out.print(f"[red]error:[/] {result.error}")
     table = Table(title="trace by node")
-    columns = ("node", "calls", "prompt", "completion", "wall (s)", "call time (s)", "cancelled")
+    columns = ("node", "calls", *(["tool calls"] if tools else []), "prompt", "completion",
+               "wall (s)", "call time (s)", "cancelled")
     for column in columns:
         table.add_column(column, justify="left" if column == "node" else "right")
     for node, s in result.trace.by_node().items():
         table.add_row(
             node,
             str(s.calls),
+            *([str(s.tool_calls)] if tools else []),
             str(s.prompt_tokens),
             str(s.completion_tokens),
             f"{s.wall_time:.1f}",

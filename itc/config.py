@@ -20,7 +20,16 @@ from typing import Any
 
 import networkx as nx
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import to_jsonable_python
 
 from itc.nodes import (
@@ -49,9 +58,12 @@ from itc.strategies.ranker import Ranker
 from itc.strategies.refine import Refine
 from itc.strategies.rpc import RPC
 from itc.strategies.self_consistency import SelfConsistency
+from itc.strategies.tool_dag.node import ToolDAG
+from itc.strategies.tool_dag.rounds import ToolRounds
 from itc.strategies.unit_tests import UnitTestFilter
 from itc.strategies.verify_filter import Verify
-from itc.types import Budget
+from itc.tools.config import ToolsConfig
+from itc.types import Budget, omit_defaults
 from itc.verifiers.answers import BUILTIN_ANSWERS, MathAnswer
 from itc.verifiers.arithmetic import ArithmeticCheck
 from itc.verifiers.judge import LLMJudge, PartialProbe, StepJudge
@@ -76,6 +88,8 @@ BUILTIN_COMPONENTS: tuple[type[Component], ...] = (
     Ensemble,
     UnitTestFilter,
     ComputeOptimal,
+    ToolDAG,
+    ToolRounds,
     LLMJudge,
     PartialProbe,
     StepJudge,
@@ -289,6 +303,14 @@ class PipelineConfig(BaseModel):
     budget: Budget = Field(default=Budget(), description="Hard limits for each problem.")
     answer: AnswerNode = Field(default=MathAnswer(), description="How the final answer is read.")
     description: str | None = Field(default=None, description="Free text for people.")
+    tools: ToolsConfig | None = Field(
+        default=None, description="Built-in tools its nodes may call, with their options."
+    )
+
+    @model_serializer(mode="wrap")
+    def _no_tools_unwritten(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Written only when given, so pipelines without tools keep their fingerprints.
+        return omit_defaults(handler(self), self, ("tools",))
 
     @model_validator(mode="after")
     def _valid_graph(self) -> PipelineConfig:
@@ -407,7 +429,9 @@ def parse_pipeline(
         data = dict(data)
         if "type" in data:
             # One node standing for a pipeline: its `answer` is the pipeline's too.
-            pipeline_fields = {k: data.pop(k) for k in ("name", "budget", "answer") if k in data}
+            pipeline_fields = {
+                k: data.pop(k) for k in ("name", "budget", "answer", "tools") if k in data
+            }
             node_class = registry.lookup(data["type"], Strategy, "nodes.main")
             if "answer" in pipeline_fields and "answer" in node_class.model_fields:
                 data["answer"] = pipeline_fields["answer"]

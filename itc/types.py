@@ -97,6 +97,13 @@ class Usage(BaseModel):
     reward_calls: int = 0
     """Calls to a reward model (a judge, a PRM): counted apart as well as among `calls`."""
     wall_time: float = 0.0
+    tool_calls: int = 0
+    """Calls to tools (`NodeContext.call_tool`): not LLM requests, so not among `calls`."""
+
+    @model_serializer(mode="wrap")
+    def _no_tools_unwritten(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Written only when tools ran, so results of tool-free pipelines read as before.
+        return omit_defaults(handler(self), self, ("tool_calls",))
 
     @property
     def total_tokens(self) -> int:
@@ -109,6 +116,7 @@ class Usage(BaseModel):
             calls=self.calls + other.calls,
             reward_calls=self.reward_calls + other.reward_calls,
             wall_time=self.wall_time + other.wall_time,
+            tool_calls=self.tool_calls + other.tool_calls,
         )
 
 
@@ -128,21 +136,27 @@ class Budget(BaseModel):
         default=None, gt=0, description="Requests to a reward model (judge or PRM)."
     )
     wall_time: float | None = Field(default=None, gt=0, description="Seconds for the problem.")
+    tool_calls: int | None = Field(
+        default=None, gt=0, description="Tool calls (not LLM requests: apart from `calls`)."
+    )
 
     @model_serializer(mode="wrap")
-    def _unset_reward_limit_unwritten(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # Written only when set, so configs from before this limit keep their fingerprints
+    def _unset_new_limits_unwritten(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Written only when set, so configs from before these limits keep their fingerprints
         # (and their committed results still resume).
-        data = handler(self)
-        if self.reward_calls is None and isinstance(data, dict):
-            data.pop("reward_calls", None)
-        return data
+        return omit_defaults(handler(self), self, ("reward_calls", "tool_calls"))
 
     @property
     def unlimited(self) -> bool:
-        return all(
-            v is None
-            for v in (
-                self.tokens, self.completion_tokens, self.calls, self.reward_calls, self.wall_time
-            )
-        )
+        return all(getattr(self, name) is None for name in type(self).model_fields)
+
+
+def omit_defaults(data: Any, model: BaseModel, names: tuple[str, ...]) -> Any:
+    """A model's dump without the named fields that hold their default: fields added later
+    are written only when used, so what older versions wrote (and hashed) stays the same."""
+    if isinstance(data, dict):
+        fields = type(model).model_fields
+        for name in names:
+            if name in data and getattr(model, name) == fields[name].get_default():
+                del data[name]
+    return data

@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("itc.runtime",),
     ("itc.nodes",),
     ("itc.verifiers",),
+    ("itc.tools",),
     ("itc.strategies",),
     ("itc.config",),
     ("itc.planner",),
@@ -185,7 +186,9 @@ def test_importing_a_layer_loads_nothing_above_it(module: str, forbidden: tuple[
     assert [m for m in loaded if m.startswith(forbidden)] == []
 
 
-@pytest.mark.parametrize("package", ["itc", "itc.strategies", "itc.verifiers", "itc.bench"])
+@pytest.mark.parametrize(
+    "package", ["itc", "itc.strategies", "itc.verifiers", "itc.tools", "itc.bench"]
+)
 def test_public_names_resolve_and_are_listed(package: str) -> None:
     import importlib
 

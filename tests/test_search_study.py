@@ -412,7 +412,9 @@ async def test_a_slow_worker_whose_trial_was_taken_over_goes_on(
     _, fast = await asyncio.gather(worker("slow", 60.0, 0.02), worker("fast", 0.05, 0.0))
     trials = optuna.load_study(study_name="tiny-sevens-100", storage=url).trials
     assert len(finished(fast.study)) >= 6
-    taken_over = [t for t in trials if t.state == TrialState.FAIL]
+    taken_over = [  # dropped twins of running trials fail too, with no retry
+        t for t in trials if t.state == TrialState.FAIL and "duplicate_of" not in t.user_attrs
+    ]
     assert taken_over, "the slow worker's trial was failed by the fast one"
     retried = [t.user_attrs.get("retry_of") for t in trials]
     assert all(retried.count(t.number) == 1 for t in taken_over)

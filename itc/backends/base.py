@@ -172,6 +172,17 @@ class PoolingResult(BaseModel):
     latency: float = 0.0
 
 
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of text one choice produced while its call streams. `attempt` counts the
+    backend's attempts at the call: a delta of a later attempt than the ones before starts
+    that choice's text over (the earlier attempt failed and was retried)."""
+
+    index: int
+    text: str
+    attempt: int = 1
+
+
 @dataclass
 class StreamProgress:
     """Tokens the server has produced so far for one call, kept up to date while it streams.
@@ -193,6 +204,14 @@ class StreamProgress:
     budget here (and raises to refuse it)."""
     prefilled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the server has produced a first token, i.e. the prompt is in its KV cache."""
+    on_text: Callable[[TextDelta], None] | None = None
+    """Given each piece of text as it streams (`NodeContext.stream`); backends that cannot
+    stream never call it, and the stream then hands over the whole text at the end."""
+
+    def emit(self, index: int, text: str) -> None:
+        """Pass a streamed piece of choice `index` to whoever listens (a backend calls it)."""
+        if self.on_text is not None and text:
+            self.on_text(TextDelta(index=index, text=text, attempt=self.attempts))
 
 
 class BackendError(RuntimeError):

@@ -3,13 +3,14 @@
 It answers from a script (a function of the request and the sample index), counts one
 token per whitespace-separated word (each distinct word gets a token id, so requests can
 carry `prompt_ids` and choices return `token_ids` as with vLLM), and produces its answer
-word by word so that cancellation and budget clipping behave as they do against a real
-server.
+word by word so that cancellation, budget clipping and streaming (`NodeContext.stream`)
+behave as they do against a real server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -50,6 +51,12 @@ class ScriptedBackend:
     """Count tokens as they come even for calls that are not streamed, as if every call
     streamed (what algorithm tests want). False mimics a real server: a call not streamed
     reports nothing until it is done, so a cut one is charged its whole reservation."""
+    exact_text: bool = False
+    """Keep the script's whitespace (newlines too) in the answer; by default its words are
+    joined by single spaces. Each word still counts as one token."""
+    token_delay: Callable[[int, str], float] | None = None
+    """Extra seconds to wait before the token at a position (its text given), on top of
+    `seconds_per_token`: holds a stream back at a chosen point (a plan's last line, say)."""
     pool_script: PoolScript | None = None
     """Answers `pool` calls (a reward model's rows); without it `pool` fails."""
     requests: list[GenerationRequest] = field(default_factory=list)
@@ -97,31 +104,35 @@ class ScriptedBackend:
         choices = []
         try:
             for index in range(request.n):
-                words = self.script(request, index).split()
+                words = self._tokens(self.script(request, index))
                 stop_reason = None
                 stops = {stop.strip(): stop for stop in request.stop}
                 for at, word in enumerate(words[: request.max_tokens]):
-                    if word in stops:  # a stop string is matched as a whole word
-                        stop_reason = stops[word]
+                    if word.strip() in stops:  # a stop string is matched as a whole word
+                        stop_reason = stops[word.strip()]
                         words = words[: at + int(request.include_stop_str_in_output)]
                         break
                 finish = "length" if len(words) > request.max_tokens else "stop"
                 words = words[: request.max_tokens]
-                for _ in words:
-                    if self.seconds_per_token:
-                        await asyncio.sleep(self.seconds_per_token)
+                for at, word in enumerate(words):
+                    delay = self.seconds_per_token
+                    if self.token_delay is not None:
+                        delay += self.token_delay(at, word)
+                    if delay:
+                        await asyncio.sleep(delay)
                     if live:
                         progress.completion_tokens += 1
+                    progress.emit(index, self._piece(at, word))
                 choices.append(
                     Choice(
                         index=index,
-                        text=" ".join(words),
+                        text=self._joined(words),
                         completion_tokens=len(words),
                         finish_reason=finish,
                         stop_reason=stop_reason,
                         token_logprobs=tuple(self.logprob for _ in words) if logprobs else None,
                         top_logprobs=({"Yes": -0.2, "No": -1.7},) if request.top_logprobs else None,
-                        token_ids=self.encode(" ".join(words)),
+                        token_ids=self.encode(self._joined(words)),
                     )
                 )
         except asyncio.CancelledError:
@@ -137,6 +148,17 @@ class ScriptedBackend:
             completion_tokens=completion_tokens,
             prompt_ids=prompt_ids,
         )
+
+    def _tokens(self, text: str) -> list[str]:
+        """The answer's tokens: its words, each with the whitespace after it if it is kept."""
+        return re.findall(r"\s*\S+\s*", text) if self.exact_text else text.split()
+
+    def _piece(self, at: int, token: str) -> str:
+        """The text a token adds to the answer as it streams."""
+        return token if self.exact_text or at == 0 else " " + token
+
+    def _joined(self, tokens: list[str]) -> str:
+        return "".join(tokens) if self.exact_text else " ".join(tokens)
 
     async def pool(
         self, request: PoolingRequest, progress: StreamProgress | None = None

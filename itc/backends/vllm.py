@@ -339,7 +339,9 @@ class VLLMBackend:
             for raw in chunk.get("choices") or []:
                 if prompt_ids is None and raw.get("prompt_token_ids"):
                     prompt_ids = tuple(raw["prompt_token_ids"])
-                builders[raw["index"]].add(raw, chat=chat)
+                builder = builders[raw["index"]]
+                builder.add(raw, chat=chat)
+                progress.emit(builder.index, builder.parts[-1])
                 progress.prefilled.set()
             usage = chunk.get("usage")
             if usage:

@@ -106,20 +106,23 @@ def write_report(
 
 
 def _results_table(points: Sequence[Point]) -> list[str]:
+    tools = any(p.tool_calls_per_problem for p in points)  # a column only when tools ran
     header = (
         "| config | fingerprint | accuracy (95% CI) | tokens/problem | generated/problem"
-        " | calls/problem | wall s/problem | errors | budget exhausted |"
+        f" | calls/problem{' | tool calls/problem' if tools else ''}"
+        " | wall s/problem | errors | budget exhausted |"
     )
-    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if tools else "")]
     for p in points:
         accuracy = (
             f"{p.accuracy:.1%} [{p.accuracy_low:.1%}, {p.accuracy_high:.1%}]"
             f" ({p.correct}/{p.problems})"
         )
+        tool_cell = f" | {p.tool_calls_per_problem:.1f}" if tools else ""
         lines.append(
             f"| `{_cell(p.config)}` | `{p.fingerprint[:8]}` | {accuracy}"
             f" | {p.tokens_per_problem:.0f} | {p.completion_tokens_per_problem:.0f}"
-            f" | {p.calls_per_problem:.1f} | {p.wall_time_per_problem:.2f}"
+            f" | {p.calls_per_problem:.1f}{tool_cell} | {p.wall_time_per_problem:.2f}"
             f" | {p.errors} | {p.budget_exhausted} |"
         )
     return lines

@@ -195,6 +195,7 @@ class Point(BaseModel):
     errors: int
     budget_exhausted: int
     max_graded_candidates: int
+    tool_calls_per_problem: float = 0.0
 
     @property
     def family(self) -> str:
@@ -236,6 +237,7 @@ def accuracy_vs_tokens(rows: Iterable[Row]) -> list[Point]:
                 / count,
                 completion_tokens_per_problem=completion / count,
                 calls_per_problem=sum(_usage(r, "calls") for r in group) / count,
+                tool_calls_per_problem=sum(_usage(r, "tool_calls") for r in group) / count,
                 wall_time_per_problem=sum(_usage(r, "wall_time") for r in group) / count,
                 errors=sum(r.get("error") is not None for r in group),
                 budget_exhausted=sum(r.get("budget_exhausted") is not None for r in group),

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -26,7 +26,7 @@ from itc.bench.datasets.base import Dataset
 from itc.config import PipelineConfig
 from itc.planner.executor import Planner, ProblemResult
 from itc.runtime.context import Grader, Runtime
-from itc.types import Problem
+from itc.types import Problem, omit_defaults
 from itc.verifiers.math import math_grader_if_installed
 
 
@@ -53,6 +53,12 @@ class Summary(BaseModel):
     """Share of prompt tokens the server's prefix cache served during this run (vLLM's
     counters, read before and after; None when the server has none or nothing ran)."""
     results_file: str = ""
+    tool_calls_per_problem: float = 0.0
+    """Tool calls (not among `calls_per_problem`); written only when tools ran."""
+
+    @model_serializer(mode="wrap")
+    def _no_tools_unwritten(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return omit_defaults(handler(self), self, ("tool_calls_per_problem",))
 
 
 def run_key(pipeline: PipelineConfig, dataset: str, problem_id: str, seed: int) -> str:
@@ -310,6 +316,7 @@ def summarize(
         / count,
         completion_tokens_per_problem=sum(r["usage"]["completion_tokens"] for r in rows) / count,
         calls_per_problem=sum(r["usage"]["calls"] for r in rows) / count,
+        tool_calls_per_problem=sum(r["usage"].get("tool_calls", 0) for r in rows) / count,
         wall_time=wall_time,
         wall_time_per_problem=sum(r["usage"]["wall_time"] for r in rows) / count,
         errors=errors,
@@ -338,12 +345,14 @@ def merge_summaries(path: Path, summaries: Sequence[Summary]) -> Path:
 
 def summary_table(summaries: Sequence[Summary]) -> Table:
     table = Table(title=f"{summaries[0].dataset if summaries else ''} results")
+    tools = any(s.tool_calls_per_problem for s in summaries)
     for column in (
         "config",
         "accuracy",
         "tokens/problem",
         "generated/problem",
         "calls/problem",
+        *(["tool calls/problem"] if tools else []),
         "wall s/problem",
         "budget hit",
         "errors",
@@ -361,6 +370,7 @@ def summary_table(summaries: Sequence[Summary]) -> Table:
             f"{s.tokens_per_problem:.0f}",
             f"{s.completion_tokens_per_problem:.0f}",
             f"{s.calls_per_problem:.1f}",
+            *([f"{s.tool_calls_per_problem:.1f}"] if tools else []),
             f"{s.wall_time_per_problem:.1f}",
             f"{s.budget_exhausted}",
             f"{s.errors}",

@@ -17,6 +17,7 @@ from itc.config import PipelineConfig
 from itc.nodes import from_parent
 from itc.runtime.budget import BudgetExhausted, Ledger
 from itc.runtime.context import NodeContext, Runtime
+from itc.runtime.tools import ToolRegistry
 from itc.runtime.trace import Trace
 from itc.types import Budget, Candidate, Problem, Usage
 
@@ -42,13 +43,26 @@ class Planner:
     def __init__(self, runtime: Runtime, max_problems_in_flight: int = 16) -> None:
         self.runtime = runtime
         self.max_problems_in_flight = max_problems_in_flight
+        self._with_tools: dict[str, Runtime] = {}
+
+    def runtime_for(self, pipeline: PipelineConfig) -> Runtime:
+        """The runtime a pipeline runs in: the planner's, plus the tools the pipeline names
+        (built once per tools config, so a document collection is read once per run). A
+        name both give, or a collection that cannot be read, is a ValueError."""
+        if pipeline.tools is None:
+            return self.runtime
+        key = pipeline.tools.model_dump_json()
+        if key not in self._with_tools:
+            tools = ToolRegistry([*self.runtime.tools.values(), *pipeline.tools.build().values()])
+            self._with_tools[key] = self.runtime.with_tools(tools)
+        return self._with_tools[key]
 
     async def run(
         self, pipeline: PipelineConfig, problem: Problem, budget: Budget | None = None
     ) -> ProblemResult:
         ledger = Ledger(budget or pipeline.budget)
         trace = Trace(problem_id=problem.id)
-        root = NodeContext(problem, self.runtime, ledger, trace)
+        root = NodeContext(problem, self.runtime_for(pipeline), ledger, trace)
         started = time.monotonic()
         exhausted = error = None
         candidates: list[Candidate] = []
@@ -108,6 +122,7 @@ class Planner:
         on_result: Callable[[ProblemResult], Awaitable[None] | None] | None = None,
     ) -> list[ProblemResult]:
         """Results in input order; `on_result` sees each as soon as it finishes."""
+        self.runtime_for(pipeline)  # a tools config that cannot be built fails before any run
         gate = asyncio.Semaphore(self.max_problems_in_flight)
 
         async def one(problem: Problem) -> ProblemResult:

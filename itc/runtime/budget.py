@@ -173,6 +173,22 @@ class Ledger:
         self._reserved_calls -= 1
         self._reserved_reward_calls -= reservation.reward
 
+    def admit_tool_call(self) -> None:
+        """Charge one tool call now, or refuse it (BudgetExhausted).
+
+        A tool call's cost is known in advance (one call against `Budget.tool_calls`), so it
+        is charged when admitted rather than reserved and settled: a check and a charge with
+        no await between them, so calls admitted concurrently can never overshoot the limit.
+        It is charged however it ends (a tool that fails still ran).
+        """
+        left = self.time_left()
+        if left is not None and left <= 0:
+            raise BudgetExhausted("wall_time", f"{self.budget.wall_time}s elapsed")
+        limit = self.budget.tool_calls
+        if limit is not None and self.spent.tool_calls >= limit:
+            raise BudgetExhausted("tool_calls", f"all {limit} tool calls used")
+        self.spent = self.spent.model_copy(update={"tool_calls": self.spent.tool_calls + 1})
+
     def settle(self, reservation: Reservation, spent: Usage) -> None:
         """Release a reservation, charge what the server actually spent, wake waiters."""
         self._release(reservation)

@@ -1,20 +1,22 @@
-"""The handle a strategy gets: the only way it can reach an LLM.
+"""The handle a strategy gets: the only way it can reach an LLM (or a tool).
 
 Every call goes through `NodeContext.generate`, which waits for a slot under the run's global
 in-flight limit, counts the prompt (inside that slot), admits the call against the problem's
 hard budget, sends it, charges what the server reports (or, for a call cut short, what it
 streamed, or its whole reservation when it was not streamed), and records a trace event.
+Tool calls go through `NodeContext.call_tool`: admitted, charged and traced the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from itc.backends.base import (
     Backend,
@@ -24,9 +26,12 @@ from itc.backends.base import (
     PoolingRequest,
     PoolingResult,
     StreamProgress,
+    TextDelta,
     prompt_token_bound,
 )
 from itc.runtime.budget import BudgetExhausted, Ledger, Reservation
+from itc.runtime.streaming import GenerationStream
+from itc.runtime.tools import ToolArgumentError, ToolRegistry, ToolResult
 from itc.runtime.trace import CallEvent, CandidateLog, SampleLog, Trace
 from itc.types import Candidate, Problem, Usage
 
@@ -67,10 +72,20 @@ class Runtime:
     """Off by default: benchmarks/prefix_warming.py measured no gain on vLLM 0.32, whose
     scheduler already prefills identical prompts in flight once."""
 
+    tools: ToolRegistry = field(default_factory=ToolRegistry)
+    """What `NodeContext.call_tool` may call, by name."""
+
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.max_in_flight)
         self._context_limits: dict[str | None, int | None] = {}
         self._prefilling: dict[object, asyncio.Event] = {}
+
+    def with_tools(self, tools: ToolRegistry) -> Runtime:
+        """This runtime with other tools: the same servers, in-flight limit and caches
+        (a pipeline that names its own tools still shares the run's slots)."""
+        other = copy.copy(self)
+        other.tools = tools
+        return other
 
     @asynccontextmanager
     async def prefix_turn(
@@ -163,17 +178,22 @@ class NodeContext:
         """Distinct, reproducible seeds for repeated rollouts of the same node."""
         return None if seed is None else (seed + 1_000_003 * self.rollout) % 2**31
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
+    async def generate(
+        self, request: GenerationRequest, on_text: Callable[[TextDelta], None] | None = None
+    ) -> GenerationResult:
         """Count, admit, send and charge one call.
 
         A prompt that must be counted exactly is counted inside the in-flight limit: for the
         vLLM backend counting renders it to token ids once (the call then sends those ids),
         so a burst of new prompts cannot flood the server with tokenizer round trips.
+        With `on_text` the call streams and each piece of text is handed to it as it comes
+        (`stream` wraps this as an async iterator).
         """
-        if not request.stream and (self.streams or self.runtime.warm_prefixes):
+        wants_stream = self.streams or self.runtime.warm_prefixes or on_text is not None
+        if not request.stream and wants_stream:
             # Cancellable calls stream for exact partial charges; warming needs first tokens.
             request = request.model_copy(update={"stream": True})
-        progress = StreamProgress()
+        progress = StreamProgress(on_text=on_text)
         async with self.runtime.prefix_turn(request, progress):
             while True:
                 async with self.runtime.slots:
@@ -183,6 +203,12 @@ class NodeContext:
                 # Only this problem's calls in flight stand in the way: wait for one to settle
                 # (outside the in-flight limit, so other problems go on), then ask again.
                 await self._within_deadline(admitted.wait())
+
+    def stream(self, request: GenerationRequest) -> GenerationStream:
+        """The call as it streams: `async with ctx.stream(request) as s: async for delta in
+        s: ...`, then `s.result`. Admitted, charged and traced exactly as `generate`; leaving
+        the block early cancels the call (charged what it produced)."""
+        return GenerationStream(self.generate, request)
 
     async def _admit(
         self, request: GenerationRequest
@@ -353,9 +379,15 @@ class NodeContext:
             raise
 
     def _record_refusal(
-        self, refusal: BudgetExhausted, n: int = 1, reward: bool = False, about: str = ""
+        self,
+        refusal: BudgetExhausted,
+        n: int = 1,
+        reward: bool = False,
+        about: str = "",
+        tool: str | None = None,
     ) -> None:
-        """Put a call the budget refused in the trace (`about` leads its detail)."""
+        """Put a call the budget refused in the trace (`about` leads its detail; `tool`
+        names the tool of a refused tool call)."""
         detail = f"{about}: {refusal}" if about else str(refusal)
         self.trace.record(
             CallEvent(
@@ -365,6 +397,8 @@ class NodeContext:
                 limit=refusal.limit,
                 reward=reward,
                 detail=detail,
+                kind="llm" if tool is None else "tool",
+                tool=tool,
             )
         )
 
@@ -402,6 +436,55 @@ class NodeContext:
                 self.ledger.settle(retry, Usage())
             attempts = progress.attempts
             self.ledger.settle(reservation, Usage(calls=attempts, reward_calls=attempts))
+            self.trace.record(event)
+
+    async def call_tool(
+        self, name: str, arguments: Mapping[str, Any] | Sequence[Any]
+    ) -> ToolResult:
+        """Call a tool of the runtime: validate the arguments, admit the call against
+        `Budget.tool_calls` (BudgetExhausted when it is spent, as for LLM calls), run it
+        within the problem's deadline, trace it.
+
+        An unknown tool, bad arguments, a tool that raises or times out all give
+        `ToolResult(ok=False)`: an observation the caller can act on (such calls are traced;
+        only calls that ran are charged). Only BudgetExhausted and cancellation propagate.
+        """
+        started = time.monotonic()
+        event = CallEvent(
+            node=self.path,
+            status="error",
+            kind="tool",
+            tool=name,
+            started=started - self.ledger.started,
+        )
+        try:
+            tool = self.runtime.tools[name]
+            bound = tool.bind(arguments)
+        except (KeyError, ToolArgumentError) as error:
+            event.detail = str(error)[:500]
+            self.trace.record(event)
+            return ToolResult(tool=name, ok=False, error=str(error))
+        event.arguments = bound.model_dump(mode="json")
+        try:
+            self.ledger.admit_tool_call()
+        except BudgetExhausted as refusal:
+            self._record_refusal(refusal, tool=name)
+            raise
+        try:
+            result = await self._within_deadline(tool.run(bound))
+        except BaseException as failure:
+            event.status = "cancelled"
+            event.limit = failure.limit if isinstance(failure, BudgetExhausted) else None
+            event.detail = f"{type(failure).__name__}: {failure}"[:500]
+            raise
+        else:
+            event.status = "ok" if result.ok else "error"
+            event.detail = None if result.error is None else result.error[:500]
+            if self.runtime.log_samples:
+                event.output = result.value
+            return result
+        finally:
+            event.latency = time.monotonic() - started
             self.trace.record(event)
 
     def log_candidates(self, candidates: Iterable[Candidate], kept: Iterable[str]) -> None:

@@ -1,11 +1,14 @@
-"""Per-problem traces: one event per LLM call, attributed to the node path that made it."""
+"""Per-problem traces: one event per LLM or tool call, attributed to the node path that
+made it."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+
+from itc.types import omit_defaults
 
 CallStatus = Literal["ok", "clipped", "cancelled", "refused", "error"]
 
@@ -39,6 +42,18 @@ class CallEvent(BaseModel):
     """The prompt sent (text or chat messages), when samples are logged."""
     samples: list[SampleLog] | None = None
     """Every choice the call returned, when samples are logged."""
+    kind: Literal["llm", "tool"] = "llm"
+    tool: str | None = None
+    """The tool called (a tool event)."""
+    arguments: dict[str, Any] | None = None
+    """The tool's arguments as validated (None when they did not validate: see `detail`)."""
+    output: Any = None
+    """What the tool returned, when samples are logged."""
+
+    @model_serializer(mode="wrap")
+    def _tool_fields_only_for_tools(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # An LLM call's event is written as before tools existed.
+        return omit_defaults(handler(self), self, ("kind", "tool", "arguments", "output"))
 
 
 class CandidateLog(BaseModel):
@@ -90,6 +105,13 @@ class NodeSummary(BaseModel):
     cancelled: int = 0
     refused: int = 0
     reward_calls: int = 0
+    tool_calls: int = 0
+    """Tool calls, apart from `calls` (LLM requests); their latencies count in `latency` and
+    `wall_time` too."""
+
+    @model_serializer(mode="wrap")
+    def _no_tools_unwritten(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return omit_defaults(handler(self), self, ("tool_calls",))
 
 
 class Trace(BaseModel):
@@ -115,12 +137,15 @@ class Trace(BaseModel):
                 if event.status == "refused":
                     summary.refused += 1
                     continue
-                summary.calls += 1
-                summary.reward_calls += event.reward
-                summary.prompt_tokens += event.prompt_tokens
-                summary.completion_tokens += event.completion_tokens
+                if event.kind == "tool":
+                    summary.tool_calls += 1
+                else:
+                    summary.calls += 1
+                    summary.reward_calls += event.reward
+                    summary.prompt_tokens += event.prompt_tokens
+                    summary.completion_tokens += event.completion_tokens
+                    summary.cancelled += event.status == "cancelled"
                 summary.latency += event.latency
-                summary.cancelled += event.status == "cancelled"
                 first, last = spans.get(path, (event.started, event.started))
                 spans[path] = (min(first, event.started), max(last, event.started + event.latency))
         for path, (first, last) in spans.items():

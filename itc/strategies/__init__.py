@@ -27,6 +27,8 @@ _EXPORTS = {
     "Refine": "itc.strategies.refine",
     "Ensemble": "itc.strategies.ensemble",
     "UnitTestFilter": "itc.strategies.unit_tests",
+    "ToolDAG": "itc.strategies.tool_dag.node",
+    "ToolRounds": "itc.strategies.tool_dag.rounds",
 }
 __all__ = [
     "DVTS",
@@ -47,6 +49,8 @@ __all__ = [
     "SelfConsistency",
     "StepSearch",
     "Strategy",
+    "ToolDAG",
+    "ToolRounds",
     "UnitTestFilter",
     "Verify",
 ]
@@ -69,6 +73,8 @@ if TYPE_CHECKING:
     from itc.strategies.rpc import RPC
     from itc.strategies.self_consistency import EarlyStop, SelfConsistency
     from itc.strategies.stepwise import StepSearch
+    from itc.strategies.tool_dag.node import ToolDAG
+    from itc.strategies.tool_dag.rounds import ToolRounds
     from itc.strategies.unit_tests import UnitTestFilter
     from itc.strategies.verify_filter import Verify
 else:

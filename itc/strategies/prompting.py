@@ -14,22 +14,28 @@ from itc.runtime.context import NodeContext
 from itc.types import Candidate, Message
 
 
-class Prompted(Strategy):
-    """A node whose request is its `template`, filled in, as one user turn (after `system`,
-    when there is one). A subclass gives `template` its default and names the `placeholders`
-    it fills in, which a loaded template may use."""
+class Templated(Strategy):
+    """A node whose request is its `template`, filled in, with a system message. A subclass
+    gives `template` its default and names the `placeholders` it fills in, which a loaded
+    template may use."""
 
     placeholders: ClassVar[tuple[str, ...]] = ("question",)
     template: str
     system: str | None = Field(default=None, description="A system message put first.")
-    max_solution_chars: int = Field(
-        default=4000, ge=100, description="Only the end of a longer solution is shown."
-    )
 
     @field_validator("template")
     @classmethod
     def _placeholders(cls, template: str) -> str:
         return check_template(template, cls.placeholders)
+
+
+class Prompted(Templated):
+    """A templated node whose request is one user turn (after `system`, when there is one),
+    showing solutions cut to `max_solution_chars`."""
+
+    max_solution_chars: int = Field(
+        default=4000, ge=100, description="Only the end of a longer solution is shown."
+    )
 
     def shown(self, candidate: Candidate) -> str:
         """The end of the candidate's text: as much of it as the prompt shows."""

@@ -102,6 +102,8 @@ class CodeResult:
     reason: str
     elapsed: float = 0.0
     detail: str = ""
+    output: str = ""
+    """The start of what the program printed, when asked for (`run_program(stdout_bytes=)`)."""
 
 
 def extract_code(text: str) -> str:
@@ -158,6 +160,17 @@ def _tail(path: Path, limit: int = 2000) -> str:
     return data.decode("utf-8", errors="replace").strip()
 
 
+def _head(path: Path, limit: int) -> str:
+    if limit <= 0:
+        return ""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit)
+    except OSError:
+        return ""
+    return data.decode("utf-8", errors="replace")
+
+
 def _classify(
     status: dict[str, object] | None, returncode: int, stderr: str
 ) -> tuple[bool, str, str]:
@@ -191,18 +204,20 @@ async def run_program(
     *,
     timeout: float = 10.0,  # noqa: ASYNC109
     memory_mb: int = 1024,
+    stdout_bytes: int = 0,
 ) -> CodeResult:
     """Run a Python program under the limits described in the module docstring.
 
     It passes if it runs to the end without an exception. Callers bound concurrency themselves
-    (each call is one process).
+    (each call is one process). The first `stdout_bytes` of what it prints are kept in the
+    result's `output` (by default its output is discarded).
     """
     if timeout <= 0 or memory_mb <= 0:
         raise ValueError("timeout and memory_mb must be positive")
     with tempfile.TemporaryDirectory(prefix="itc-code-", ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
-        program_path, status_path, stderr_path = (
-            root / "program.py", root / "status.json", root / "stderr.txt"
+        program_path, status_path, stderr_path, stdout_path = (
+            root / "program.py", root / "status.json", root / "stderr.txt", root / "stdout.txt"
         )
         program_path.write_text(program, encoding="utf-8")
         env = {
@@ -220,11 +235,12 @@ async def run_program(
             str(math.ceil(timeout) + 1), str(_FILE_LIMIT),
         )
         started = time.monotonic()
-        with stderr_path.open("wb") as stderr:
+        with stderr_path.open("wb") as stderr, stdout_path.open("wb") as stdout:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-I", "-c", _WRAPPER, *args,
                 cwd=tmp, env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                stdout=stdout if stdout_bytes > 0 else asyncio.subprocess.DEVNULL,
+                stderr=stderr, start_new_session=True,
             )
         timed_out = False
         try:
@@ -237,8 +253,9 @@ async def run_program(
             if process.returncode is None:
                 await process.wait()
         elapsed = time.monotonic() - started
+        output = _head(stdout_path, stdout_bytes)
         if timed_out:
-            return CodeResult(False, "timed out", elapsed, f"wall clock over {timeout:g}s")
+            return CodeResult(False, "timed out", elapsed, f"wall clock over {timeout:g}s", output)
         try:
             status = json.loads(status_path.read_text(encoding="utf-8") or "null")
         except (OSError, ValueError):
@@ -246,7 +263,7 @@ async def run_program(
         returncode = process.returncode
         assert returncode is not None
         passed, reason, detail = _classify(status, returncode, _tail(stderr_path))
-        return CodeResult(passed, reason, elapsed, detail)
+        return CodeResult(passed, reason, elapsed, detail, output)
 
 
 async def run_humaneval(
