@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from itc.config import load_pipeline, save_pipeline
+
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = ROOT / "benchmarks" / "configs" / "archon_search" / "gsm8k.yaml"
 OUT = ROOT / "benchmarks" / "results" / "archon-search"
@@ -45,14 +47,16 @@ def itc(*args: str) -> int:
     return subprocess.call(command, cwd=ROOT)
 
 
-def search(base_url: str, budget: int, trials: int, sample: int, concurrency: int) -> int:
+def search(
+    base_url: str, budget: int, trials: int, sample: int, concurrency: int, seed: int
+) -> int:
     CACHE.parent.mkdir(parents=True, exist_ok=True)
     return itc(
         "search", str(SPACE), "--dataset", "gsm8k", "--offset", str(OFFSET),
         "--limit", str(sample), "--sample", str(sample), "--budget", str(budget),
         "--trials", str(trials), "--objectives", "accuracy,tokens", "--anytime", "--top", "0",
-        "--concurrency", str(concurrency), "--base-url", base_url, "--model", MODEL,
-        "--output-dir", str(OUT / f"budget-{budget}"), "--cache", str(CACHE),
+        "--concurrency", str(concurrency), "--seed", str(seed), "--base-url", base_url,
+        "--model", MODEL, "--output-dir", str(OUT / f"budget-{budget}"), "--cache", str(CACHE),
     )
 
 
@@ -61,8 +65,13 @@ def heldout(base_url: str, budget: int, limit: int, concurrency: int) -> int:
     if not best.exists():
         print(f"{best} is missing: run `search --budget {budget}` first", file=sys.stderr)
         return 2
+    # Renamed, so the two budgets' finds are told apart (their trial names may coincide).
+    found = OUT / "heldout" / f"found-{budget}.yaml"
+    found.parent.mkdir(parents=True, exist_ok=True)
+    pipeline = load_pipeline(best)
+    save_pipeline(pipeline.model_copy(update={"name": f"found-{budget}"}), found)
     return itc(
-        "bench", str(best), "--dataset", "gsm8k", "--limit", str(limit),
+        "bench", str(found), "--dataset", "gsm8k", "--limit", str(limit),
         "--base-url", base_url, "--model", MODEL, "--output-dir", str(OUT / "heldout"),
         "--concurrency", str(concurrency), "--no-report",
     )
@@ -90,13 +99,20 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def _found(budget: int) -> tuple[str, list[dict[str, Any]]] | None:
-    for path in sorted((OUT / "heldout").glob("*.jsonl")):
-        rows = _rows(path)
-        if rows and rows[0]["config"].startswith("gsm8k-archon") and any(
-            r["budget"].get("completion_tokens") == budget for r in rows[:1]
-        ):
-            return rows[0]["config"], rows
+    """The held-out rows of the configuration found at `budget`, named by its parameters."""
+    for path in sorted((OUT / "heldout").glob(f"found-{budget}-*.jsonl")):
+        return f"found at {budget}: {_best_params(budget)}", _rows(path)
     return None
+
+
+def _best_params(budget: int) -> str:
+    """The search's best trial's parameters (best.yaml is named after its trial)."""
+    name = load_pipeline(OUT / f"budget-{budget}" / "best.yaml").name
+    number = name.rsplit("trial", 1)[-1]
+    for trial in _trials(budget):
+        if trial["number"] == number:
+            return trial["params"]
+    return name
 
 
 def _pool(k: int) -> dict[str, float]:
@@ -184,12 +200,16 @@ def main() -> int:
         if name == "search":
             p.add_argument("--trials", type=int, default=8)
             p.add_argument("--sample", type=int, default=10)
+            p.add_argument("--seed", type=int, default=0, help="Sampler seed (a resumed "
+                           "search is seeded by it plus the trials already there).")
         else:
             p.add_argument("--limit", type=int, default=HELD_OUT)
     sub.add_parser("report")
     args = parser.parse_args()
     if args.command == "search":
-        return search(args.base_url, args.budget, args.trials, args.sample, args.concurrency)
+        return search(
+            args.base_url, args.budget, args.trials, args.sample, args.concurrency, args.seed
+        )
     if args.command == "heldout":
         return heldout(args.base_url, args.budget, args.limit, args.concurrency)
     print(report())
