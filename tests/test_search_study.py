@@ -439,6 +439,7 @@ async def test_anytime_runs_over_worst_case_configs_under_the_hard_budget(
     # With top=0 nothing is re-evaluated; the best on the sample is still written.
     assert result.finalists == [] and result.best is not None
     assert load_pipeline(scratch / "best.yaml").budget.completion_tokens == 100
+    assert "not rerun" in (scratch / "front.md").read_text()  # the sample's best, listed
     with pytest.raises(SearchError, match="anytime"):  # the study remembers how it was run
         await search(only_long, DATA, backend(), budget=100, trials=4, sample_size=3, top=0,
                      output_dir=scratch, poll=0.01, grader=grader)

@@ -654,7 +654,19 @@ def front_table(result: SearchResult, two: bool) -> str:
             f"{f.full.tokens_per_problem:.0f} | {params} |"
         )
     if not result.finalists:
-        lines.append("| - | no feasible evaluated trial | | | | |")
+        # Nothing rerun (--top 0): the front, or the best trials, on the sample alone.
+        trials = evaluated(result.study)
+        shown = pareto_front(trials) if two else sorted(
+            trials, key=lambda t: (-t.user_attrs["accuracy"], t.user_attrs["tokens_per_problem"])
+        )[:5]
+        for t in shown:
+            params = ", ".join(f"{k}={v}" for k, v in t.params.items())
+            lines.append(
+                f"| {t.number} | {t.user_attrs['accuracy']:.1%} | "
+                f"{t.user_attrs['tokens_per_problem']:.0f} | not rerun | | {params} |"
+            )
+        if not shown:
+            lines.append("| - | no feasible evaluated trial | | | | |")
     return "\n".join(lines) + "\n"
 
 
