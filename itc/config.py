@@ -59,6 +59,7 @@ from itc.strategies.refine import Refine
 from itc.strategies.rpc import RPC
 from itc.strategies.self_consistency import SelfConsistency
 from itc.strategies.tool_dag.node import ToolDAG
+from itc.strategies.tool_dag.react import ToolReact
 from itc.strategies.tool_dag.rounds import ToolRounds
 from itc.strategies.unit_tests import UnitTestFilter
 from itc.strategies.verify_filter import Verify
@@ -90,6 +91,7 @@ BUILTIN_COMPONENTS: tuple[type[Component], ...] = (
     ComputeOptimal,
     ToolDAG,
     ToolRounds,
+    ToolReact,
     LLMJudge,
     PartialProbe,
     StepJudge,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
+from pydantic_core import to_jsonable_python
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -260,6 +261,12 @@ async def _row(
                 "correct": await grade(dataset, problem, answer, candidate.text),
                 "scores": candidate.scores,
                 "completion_tokens": candidate.completion_tokens,
+                # What the node recorded with it (a tool node's plans, calls and timings).
+                **(
+                    {"metadata": to_jsonable_python(candidate.metadata, fallback=str)}
+                    if candidate.metadata
+                    else {}
+                ),
             }
         )
     return {

@@ -29,6 +29,7 @@ _EXPORTS = {
     "UnitTestFilter": "itc.strategies.unit_tests",
     "ToolDAG": "itc.strategies.tool_dag.node",
     "ToolRounds": "itc.strategies.tool_dag.rounds",
+    "ToolReact": "itc.strategies.tool_dag.react",
 }
 __all__ = [
     "DVTS",
@@ -50,6 +51,7 @@ __all__ = [
     "StepSearch",
     "Strategy",
     "ToolDAG",
+    "ToolReact",
     "ToolRounds",
     "UnitTestFilter",
     "Verify",
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
     from itc.strategies.self_consistency import EarlyStop, SelfConsistency
     from itc.strategies.stepwise import StepSearch
     from itc.strategies.tool_dag.node import ToolDAG
+    from itc.strategies.tool_dag.react import ToolReact
     from itc.strategies.tool_dag.rounds import ToolRounds
     from itc.strategies.unit_tests import UnitTestFilter
     from itc.strategies.verify_filter import Verify

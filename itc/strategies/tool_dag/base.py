@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field
 
 from itc.backends.base import GenerationRequest, StructuredOutputs
+from itc.nodes import CostBound
 from itc.runtime.context import NodeContext
 from itc.runtime.tools import ToolRegistry
 from itc.strategies.prompting import Templated
@@ -100,6 +101,12 @@ class ToolUser(Templated):
             return self.max_tokens
         return self.max_calls * (2 * self.max_string_chars + 40) + 16
 
+    def calls_bound(self, plans: int) -> CostBound:
+        """The worst case of `plans` plan calls (turns, rounds) then one answering call."""
+        return CostBound(
+            completion_tokens=plans * self.plan_tokens() + self.answer_tokens, calls=plans + 1
+        )
+
     def registry(self, ctx: NodeContext) -> ToolRegistry:
         known = ctx.runtime.tools
         if not self.use_tools:
@@ -187,6 +194,7 @@ class ToolUser(Templated):
                     accept(parser.close())
                 else:
                     result = await ctx.generate(request)
+                    record.plan_done = clock()  # complete before any line is accepted
                     try:
                         parser.feed(result.choices[0].text)
                         parser.close()
@@ -199,7 +207,7 @@ class ToolUser(Templated):
                                 accept(parser.steps)  # up to the first bad line
                         raise
                     accept(parser.steps)
-                record.plan_done = clock()
+                record.plan_done = record.plan_done or clock()
                 record.text = parser.text
                 record.answer = parser.answer
                 if parser.answer is None:

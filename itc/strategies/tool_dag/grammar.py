@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from itc.runtime.tools import Tool
-from itc.strategies.tool_dag.plan import JOIN
+from itc.strategies.tool_dag.plan import ACTION, ANSWER, JOIN
 
 _SEQUENCES = (list, tuple, set, frozenset, collections.abc.Sequence)
 
@@ -56,6 +56,20 @@ def plan_grammar(
     root = "line1"
     if answer_chars > 0:
         root = f"line1 | {literal('Answer: ')} {rules.text(answer_chars)}"
+    return rules.render(root)
+
+
+def action_grammar(
+    tools: Mapping[str, Tool], *, max_string_chars: int = 60, answer_chars: int = 200
+) -> str:
+    """One ReAct turn: `Action: tool(args)` (no references: earlier results are in the
+    prompt as observations) or, when `answer_chars` > 0, `Answer: ...`."""
+    if not tools:
+        raise ValueError("an action grammar needs at least one tool")
+    rules = _Rules(max_string_chars)
+    root = f"{literal(ACTION + ' ')} {rules.call(tools, 0)}"
+    if answer_chars > 0:
+        root += f" | {literal(ANSWER + ' ')} {rules.text(answer_chars)}"
     return rules.render(root)
 
 

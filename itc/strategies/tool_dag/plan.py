@@ -27,6 +27,8 @@ from typing import Any
 JOIN = "join"
 """The tool name that ends a plan (no tool may be named so)."""
 ANSWER = "Answer:"
+ACTION = "Action:"
+"""What starts a ReAct turn's one tool call (`Action: tool(args)`)."""
 
 _LINE = re.compile(r"\s*(?:(\d+)\s*\.\s*)?([A-Za-z_][A-Za-z0-9_]*)\s*\((.*)\)\s*", re.DOTALL)
 _REFERENCE = re.compile(r"\$\$|\$(\d+)|\$\{(\d+)\}")

@@ -9,7 +9,7 @@ from typing import Any
 
 from itc.runtime.tools import Tool
 from itc.strategies.tool_dag.execute import Observation
-from itc.strategies.tool_dag.plan import JOIN
+from itc.strategies.tool_dag.plan import ACTION, JOIN
 
 PLAN_TEMPLATE = (
     "Answer the question with the help of these tools:\n{tools}\n\n"
@@ -28,6 +28,12 @@ ROUNDS_TEMPLATE = (
     "tool calls that do not use each other's results (they run at the same time), then a "
     "join line. For example:\n{example}\n\n{context}Question: {question}"
 )
+REACT_TEMPLATE = (
+    "Answer the question with the help of these tools:\n{tools}\n\n"
+    "Work one step at a time. Each turn, write either one tool call as `Action: ` and the "
+    "call (you will see its result), or `Answer: ` and the answer. For example:\n"
+    "{example}\n\nQuestion: {question}\n\n{context}"
+)
 REPLAN = ", or `Replan: ` and what is missing if the results are not enough to answer"
 
 
@@ -38,6 +44,12 @@ def example_plan(tools: Mapping[str, Tool], references: bool = True) -> str:
     first = f"1. {tool.name}({_sample_arguments(tool, None)})"
     second = f"2. {tool.name}({_sample_arguments(tool, 1 if references else None)})"
     return "\n".join([first, second, f"3. {JOIN}()"])
+
+
+def example_call(tools: Mapping[str, Tool]) -> str:
+    """One call of the first tool, as a ReAct turn writes it."""
+    tool = next(iter(tools.values()))
+    return f"{ACTION} {tool.name}({_sample_arguments(tool, None)})"
 
 
 def _sample_arguments(tool: Tool, ref: int | None) -> str:

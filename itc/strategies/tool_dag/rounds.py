@@ -34,10 +34,7 @@ class ToolRounds(ToolUser):
     )
 
     def worst_case(self, inputs: int | None = 0) -> CostBound:
-        return CostBound(
-            completion_tokens=self.rounds * self.plan_tokens() + self.answer_tokens,
-            calls=self.rounds + 1,
-        )
+        return self.calls_bound(self.rounds)
 
     async def run(self, ctx: NodeContext, inputs: list[Candidate]) -> list[Candidate]:
         tools = self.registry(ctx)
