@@ -82,6 +82,7 @@ def run(
     docs: Path | None,
     concurrency: int,
     out: Path,
+    offset: int = 0,
 ) -> int:
     model = served_model(base_url)
     folder = out / model
@@ -90,7 +91,8 @@ def run(
         command = [
             str(ROOT / ".venv" / "bin" / "itc"), "bench",
             str(effective_config(name, latency, docs, folder)), "--dataset", "parallelqa",
-            *(["--limit", str(limit)] if limit else []), "--base-url", base_url,
+            *(["--limit", str(limit)] if limit else []), "--offset", str(offset),
+            "--base-url", base_url,
             "--model", model, "--output-dir", str(folder),
             "--concurrency", str(concurrency), "--no-report",
         ]  # fmt: skip
@@ -418,6 +420,8 @@ def main() -> int:
     go = sub.add_parser("run")
     go.add_argument("--base-url", required=True)
     go.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    go.add_argument("--offset", type=int, default=0, help="skip the first N questions (the "
+                    "set is ordered by lookups: offsets 0, 21, 52, 83 start 2, 3, 4, 5)")
     go.add_argument("--only", nargs="*", choices=NAMES, default=[], help="configs to run")
     go.add_argument("--latency", type=float, default=1.0, help="seconds each tool call sleeps")
     go.add_argument("--docs", type=Path, default=None, help="another document collection")
@@ -441,6 +445,7 @@ def main() -> int:
             args.docs,
             args.concurrency,
             args.output_dir,
+            args.offset,
         )
     if args.command == "scripted":
         print(scripted(args.latency, args.token_delay, args.output_dir))
