@@ -396,3 +396,47 @@ async def test_grammar_constrained_plans_from_the_bundled_model_always_parse(bac
         joiner = [e for e in ctx.trace.events if e.node == "joiner"]
         assert [e.status for e in joiner] == ["ok"], question
         assert answer.text.strip(), question
+
+
+async def test_best_of_n_picks_among_tool_dags_of_a_pipeline_graph() -> None:
+    from itc.config import parse_pipeline
+    from itc.planner.executor import Planner
+
+    backend = backend_for(
+        planner_script("1. wait(0.05, 7)\n2. join()", ["Answer: 3 + 4 = 8", "Answer: 3 + 4 = 7"])
+    )
+    pipeline = parse_pipeline({
+        "name": "two-dags-then-pick",
+        "nodes": {
+            "cold": {"type": "tool_dag", "temperature": 0.2},
+            "hot": {"type": "tool_dag", "temperature": 1.0},
+            "pick": {"type": "best_of_n", "inputs": ["cold", "hot"], "scorer": "arithmetic_check"},
+        },
+    })
+    result = await Planner(Runtime(backend=backend, tools=TOOLS)).run(
+        pipeline, Problem(id="p", prompt="What is three plus four?", answer="7")
+    )
+    assert result.answer == "7"  # the joiner answer whose equation holds
+    assert result.usage.tool_calls == 2  # one plan line each, both DAGs ran
+
+
+async def test_search_explores_tool_dag_configurations() -> None:
+    from itc.bench.datasets.base import Dataset
+    from itc.search.space import parse_space
+    from itc.search.study import search
+
+    space = parse_space({
+        "name": "dags",
+        "fixed": {"answer": "math", "tools": {"calculator": True}},
+        "pipeline": {"type": "tool_dag", "max_calls": "$calls", "replans": "$replans"},
+        "params": {"calls": {"values": [2, 4]}, "replans": {"values": [0, 1]}},
+    })
+    data = Dataset("sums", tuple(
+        Problem(id=f"s{i}", prompt=f"What is 3 + 4? ({i})", answer="7") for i in range(3)
+    ))
+    backend = backend_for(planner_script('1. calculator("3 + 4")\n2. join()', "Answer: 7"))
+    result = await search(space, data, backend, budget=2000, trials=3, sample_size=3, top=0,
+                          poll=0.01, math_verify=False, anytime=True)
+    done = [t for t in result.study.trials if "accuracy" in t.user_attrs]
+    assert len(done) == 3 and all(t.user_attrs["accuracy"] == 1.0 for t in done)
+    assert result.best is not None and result.best.tools is not None

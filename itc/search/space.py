@@ -27,8 +27,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationError,
+    model_serializer,
     model_validator,
 )
 
@@ -140,6 +142,15 @@ class Fixed(BaseModel):
     name: str | None = Field(default=None, description="Their name (default: the space's).")
     budget: Budget | None = Field(default=None, description="Hard limits for each problem.")
     answer: Any = Field(default=None, description="How final answers are read (a kind's name).")
+    tools: Any = Field(default=None, description="The tools they may call (a `tools:` section).")
+
+    @model_serializer(mode="wrap")
+    def _unset_tools_unwritten(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Written only when set: studies made before tools keep their settings (and resume).
+        data = handler(self)
+        if self.tools is None and isinstance(data, dict):
+            data.pop("tools", None)
+        return data
 
 
 class SearchSpace(BaseModel):
