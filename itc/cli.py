@@ -159,7 +159,7 @@ def _named_urls(
 
 
 @asynccontextmanager
-async def _reward_backends(
+async def _named_backends(
     values: list[str] | None, models: list[str] | None = None
 ) -> AsyncIterator[dict[str, Backend]]:
     """Connected named backends for the runtime (reward models, other generators), closed on
@@ -250,7 +250,7 @@ def run(
                 base_url, model, console, api_key=api_key, max_model_len=max_model_len
             ) as backend,
             math_grader_if_installed() as grader,
-            _reward_backends(reward_url, model_url) as backends,
+            _named_backends(reward_url, model_url) as backends,
         ):
             runtime = Runtime(
                 backend=backend, grader=grader, log_samples=log_samples, backends=backends
@@ -397,14 +397,14 @@ def bench(
             connect(
                 base_url, model, console, api_key=api_key, max_model_len=max_model_len
             ) as backend,
-            _reward_backends(reward_url, model_url) as backends,
+            _named_backends(reward_url, model_url) as backends,
         ):
             runner = CachedBackend(backend, cache) if cache is not None else backend
             return await run_benchmark(
                 pipelines,
                 data,
                 runner,
-                reward_backends=backends,
+                backends=backends,
                 output_dir=output_dir,
                 seed=seed,
                 max_in_flight=concurrency,
@@ -532,7 +532,7 @@ def search_command(
             connect(
                 base_url, model, console, api_key=api_key, max_model_len=max_model_len
             ) as backend,
-            _reward_backends(reward_url, model_url) as backends,
+            _named_backends(reward_url, model_url) as backends,
         ):
             runner = CachedBackend(backend, cache or output_dir / "cache.db")
             return await search(

@@ -108,7 +108,7 @@ async def run_benchmark(
     backend: Backend,
     *,
     output_dir: Path,
-    reward_backends: Mapping[str, Backend] | None = None,
+    backends: Mapping[str, Backend] | None = None,
     seed: int = 0,
     max_in_flight: int = 32,
     max_problems_in_flight: int = 16,
@@ -118,8 +118,9 @@ async def run_benchmark(
     """Run each pipeline over the dataset in turn (so wall times compare side by side).
 
     With `log_samples`, each row also keeps every call's prompt and sampled texts and every
-    candidate a node ranked or voted on, losers included. `reward_backends` are servers
-    beside the generator by name (a reward model: "prm"), for `NodeContext.pool`.
+    candidate a node ranked or voted on, losers included. `backends` are servers beside the
+    generator by name: a reward model ("prm") for `NodeContext.pool`, or another generator a
+    node names in its `model` (an ensemble over several models).
     """
     console = console or Console(stderr=True)
     summaries = []
@@ -129,7 +130,7 @@ async def run_benchmark(
             max_in_flight=max_in_flight,
             grader=grader,
             log_samples=log_samples,
-            backends=dict(reward_backends or {}),
+            backends=dict(backends or {}),
         )
         planner = Planner(runtime, max_problems_in_flight=max_problems_in_flight)
         for pipeline in pipelines:
