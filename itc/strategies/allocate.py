@@ -20,7 +20,7 @@ from itc.runtime.budget import BudgetExhausted
 from itc.runtime.context import NodeContext
 from itc.runtime.trace import SearchRound
 from itc.strategies.generate import Generate
-from itc.strategies.self_consistency import SelfConsistency, Tally
+from itc.strategies.self_consistency import SelfConsistency, Tally, cast_votes
 from itc.types import Candidate
 from itc.verifiers.answers import MathAnswer
 
@@ -120,10 +120,7 @@ class ComputeOptimal(Strategy):
         probing = ctx.child("probe", rollout=2 * ctx.rollout, wants_logprobs=wants)
         probed = await self.probe.run(probing, [])  # refused: nothing was paid for, say so
         tally = Tally()
-        for candidate in probed:
-            answer = self.answer.read(candidate)
-            key = None if answer is None else await self.answer.key(answer, ctx.grader)
-            tally.add(key, candidate.model_copy(update={"answer": answer}), 1.0)
+        await cast_votes(ctx, tally, probed, self.answer)
         standings = tally.standings()
         agreement = standings[0][1] / tally.votes if standings else 0.0
         difficulty = 1.0 - agreement

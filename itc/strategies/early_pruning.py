@@ -14,7 +14,7 @@ from itc.nodes import AnswerNode, CostBound, ScorerNode, Strategy, check_templat
 from itc.runtime.budget import BudgetExhausted
 from itc.runtime.context import NodeContext
 from itc.strategies.generate import Generate, sampled
-from itc.strategies.self_consistency import Tally
+from itc.strategies.self_consistency import Tally, cast_votes
 from itc.types import Candidate
 from itc.verifiers.answers import MathAnswer
 from itc.verifiers.judge import PartialProbe
@@ -191,10 +191,7 @@ class EarlyPruning(Strategy):
             ctx.log_candidates(ranked, kept=[c.id for c in ranked[:1]])
             return ranked
         tally = Tally()
-        for candidate in pool:
-            answer = self.answer.read(candidate)
-            key = None if answer is None else await self.answer.key(answer, ctx.grader)
-            tally.add(key, candidate.model_copy(update={"answer": answer}), 1.0)
+        await cast_votes(ctx, tally, pool, self.answer)
         standings = tally.standings()
         if not standings:
             return pool  # no answer to vote on: the solutions as they are

@@ -76,6 +76,22 @@ class Tally:
         return rule.agreement is not None and total > 0 and leader / total >= rule.agreement
 
 
+async def cast_votes(
+    ctx: NodeContext,
+    tally: Tally,
+    candidates: list[Candidate],
+    answer: AnswerNode,
+    weights: list[float] | None = None,
+) -> None:
+    """Each candidate's final answer read and grouped by its key (one vote each unless
+    weighted): the one way every vote here counts answers."""
+    given = [1.0] * len(candidates) if weights is None else weights
+    for candidate, weight in zip(candidates, given, strict=True):
+        read = answer.read(candidate)
+        key = None if read is None else await answer.key(read, ctx.grader)
+        tally.add(key, candidate.model_copy(update={"answer": read}), weight)
+
+
 class SelfConsistency(Aggregator):
     """Votes over the final answers of its inputs plus `repeats` runs of `inner`.
 
@@ -131,10 +147,7 @@ class SelfConsistency(Aggregator):
                 )
             except BudgetExhausted:
                 pass  # the samples still vote, one vote each; the trace shows the refusal
-        for candidate, weight in zip(candidates, weights, strict=True):
-            answer = self.answer.read(candidate)
-            key = None if answer is None else await self.answer.key(answer, ctx.grader)
-            tally.add(key, candidate.model_copy(update={"answer": answer}), weight)
+        await cast_votes(ctx, tally, candidates, self.answer, weights)
 
     def runs(self) -> tuple[Strategy, int]:
         """What one run samples and how many runs there are."""
