@@ -177,6 +177,26 @@ async def _named_backends(
         yield backends
 
 
+@asynccontextmanager
+async def _servers(
+    base_url: str | None,
+    model: str | None,
+    api_key: str | None,
+    max_model_len: int | None,
+    reward_url: list[str] | None,
+    model_url: list[str] | None,
+) -> AsyncIterator[tuple[Backend, dict[str, Backend]]]:
+    """The run's own server (started when no --base-url) and its named ones, closed on the
+    way out: what `run`, `bench` and `search` all connect to."""
+    from itc.backends.connect import connect
+
+    async with (
+        connect(base_url, model, console, api_key=api_key, max_model_len=max_model_len) as own,
+        _named_backends(reward_url, model_url) as named,
+    ):
+        yield own, named
+
+
 @app.command()
 def setup(model: Model = None) -> None:
     """Prepare the local server's cached environment and model (idempotent)."""
@@ -233,7 +253,6 @@ def run(
     ] = False,
 ) -> None:
     """Answer one problem with a pipeline; print the answer, usage and a trace summary."""
-    from itc.backends.connect import connect
     from itc.planner.executor import Planner
     from itc.runtime.context import Runtime
     from itc.types import Problem
@@ -245,13 +264,8 @@ def run(
         raise _fail(f"--trace-json {trace_json} is a folder; give a file path")
 
     async def go():  # type: ignore[no-untyped-def]
-        async with (
-            connect(
-                base_url, model, console, api_key=api_key, max_model_len=max_model_len
-            ) as backend,
-            math_grader_if_installed() as grader,
-            _named_backends(reward_url, model_url) as backends,
-        ):
+        servers = _servers(base_url, model, api_key, max_model_len, reward_url, model_url)
+        async with servers as (backend, backends), math_grader_if_installed() as grader:
             runtime = Runtime(
                 backend=backend, grader=grader, log_samples=log_samples, backends=backends
             )
@@ -359,7 +373,6 @@ def bench(
     Rerunning the same command resumes: finished problems are skipped.
     """
     from itc.backends.cache import CachedBackend
-    from itc.backends.connect import connect
     from itc.bench.datasets import load_dataset, parse_fields
     from itc.bench.report import write_report
     from itc.bench.runner import merge_summaries, run_benchmark, summary_table
@@ -393,12 +406,8 @@ def bench(
     _writable_dir(output_dir, "--output-dir")  # before a server is started for nothing
 
     async def go():  # type: ignore[no-untyped-def]
-        async with (
-            connect(
-                base_url, model, console, api_key=api_key, max_model_len=max_model_len
-            ) as backend,
-            _named_backends(reward_url, model_url) as backends,
-        ):
+        servers = _servers(base_url, model, api_key, max_model_len, reward_url, model_url)
+        async with servers as (backend, backends):
             runner = CachedBackend(backend, cache) if cache is not None else backend
             return await run_benchmark(
                 pipelines,
@@ -499,7 +508,6 @@ def search_command(
     shares the study.
     """
     from itc.backends.cache import CachedBackend
-    from itc.backends.connect import connect
     from itc.bench.datasets import load_dataset
     from itc.search.space import load_space
     from itc.search.study import SearchError, search
@@ -528,12 +536,8 @@ def search_command(
         console.print(f"trial {trial.number} {trial.state.name.lower()}: {what}", highlight=False)
 
     async def go():  # type: ignore[no-untyped-def]
-        async with (
-            connect(
-                base_url, model, console, api_key=api_key, max_model_len=max_model_len
-            ) as backend,
-            _named_backends(reward_url, model_url) as backends,
-        ):
+        servers = _servers(base_url, model, api_key, max_model_len, reward_url, model_url)
+        async with servers as (backend, backends):
             runner = CachedBackend(backend, cache or output_dir / "cache.db")
             return await search(
                 searched, data, runner, backends=backends,
